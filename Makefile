@@ -1,0 +1,58 @@
+# Two entry points for readers (see README): `make book` and `make test`.
+# Everything else here is what those two need: a pinned virtual environment,
+# the datasets and the Inception weights, all fetched and checksummed by the
+# project's own code.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export JAX_PLATFORMS ?= cpu
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: setup data weights book test unit nbtest notebooks bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## setup: virtual environment, packages, datasets and metric weights (idempotent)
+setup: $(STAMP) data weights
+
+data: $(STAMP)
+	$(PY) -m qhd_lib.data fetch mnist fashion_mnist
+
+weights: $(STAMP)
+	$(PY) -m qhd_lib.metrics fetch
+
+## book: build the rendered book from the committed notebook outputs (zero warnings)
+book: setup
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+## test: unit tests, every notebook executed at smoke scale, then the book build
+test: setup unit nbtest book
+
+unit: setup
+	$(PY) -m pytest tests -q
+
+nbtest: setup
+	QHD_SCALE=smoke $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+
+## notebooks: re-execute every chapter at demo scale and commit outputs
+notebooks: setup
+	for nb in notebooks/*.ipynb; do \
+		QHD_SCALE=demo $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	done
+
+## bench: speed benchmarks, JSON under results/
+bench: setup
+	for b in scripts/bench_*.py; do $(PY) "$$b" || exit 1; done
+
+clean:
+	rm -rf _build
