@@ -1,0 +1,66 @@
+"""Every chapter listed in the table of contents exists and follows the book's conventions."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+def notebooks() -> list[Path]:
+    return [ROOT / f"{f}.ipynb" for f in toc_files() if f.startswith("notebooks/")]
+
+
+def cells(path: Path, kind: str) -> list[str]:
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == kind]
+
+
+@pytest.mark.parametrize("entry", toc_files())
+def test_every_toc_entry_exists(entry: str) -> None:
+    assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), entry
+
+
+def test_every_notebook_is_in_the_toc() -> None:
+    listed = {p.name for p in notebooks()}
+    on_disk = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert on_disk <= listed, f"not in _toc.yml: {sorted(on_disk - listed)}"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_chapter_has_one_title_a_summary_and_exercises(path: Path) -> None:
+    markdown = "\n".join(cells(path, "markdown"))
+    titles = re.findall(r"^# \S", markdown, flags=re.M)
+    assert len(titles) == 1, "a chapter has exactly one H1 title"
+    assert re.search(r"^## Summary\s*$", markdown, flags=re.M), "missing '## Summary'"
+    assert re.search(r"^## Exercises\s*$", markdown, flags=re.M), "missing '## Exercises'"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_chapter_starts_with_the_shared_setup_cell(path: Path) -> None:
+    first = cells(path, "code")[0]
+    assert '"google.colab" in sys.modules' in first
+    assert "from qhd_lib.notebook import setup" in first
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_chapter_is_committed_executed(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    unexecuted = [i for i, c in enumerate(code) if c.get("execution_count") is None]
+    assert not unexecuted, f"code cells without outputs (run `make notebooks`): {unexecuted}"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, "a committed chapter must not show an error"
