@@ -12,7 +12,7 @@ export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup data weights book test unit nbtest notebooks bench clean
+.PHONY: setup data weights browser book test unit nbtest notebooks bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(STAMP): requirements.txt pyproject.toml
 ## setup: virtual environment, packages, datasets and metric weights (idempotent)
 setup: $(STAMP) data weights
 
+## browser: Debian's Chromium for the rendered-book check (needs root, as in CI)
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 data: $(STAMP)
 	$(PY) -m qhd_lib.data fetch mnist fashion_mnist
 
@@ -34,11 +38,12 @@ weights: $(STAMP)
 book: setup
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
-## test: unit tests, every notebook executed at smoke scale, then the book build
-test: setup unit nbtest book
+## test: the book build (-W), unit tests (the browser check reads that build),
+## then every notebook executed at smoke scale
+test: book browser unit nbtest
 
 unit: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -p no:cacheprovider
 
 nbtest: setup
 	QHD_SCALE=smoke $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
