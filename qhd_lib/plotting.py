@@ -67,3 +67,142 @@ def image_grid(
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def curves(
+    x: np.ndarray,
+    ys: dict[str, np.ndarray],
+    xlabel: str,
+    ylabel: str,
+    logy: bool = False,
+    title: str | None = None,
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
+    """Line plot of several named curves over a shared x (e.g. alpha_bar_t of two schedules over t)."""
+    if ax is None:
+        _, ax = plt.subplots()
+    for label, y in ys.items():
+        ax.plot(x, np.asarray(y), label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if len(ys) > 1:
+        ax.legend()
+    return ax.figure
+
+
+def qubit_connectivity(ansatz, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Qubits of an ansatz on the image grid (channels side by side, 2×2 pixels each) with an
+    arrow control → target for every coupled pair; the label counts the gates on that pair."""
+    import matplotlib.patches as mpatches
+
+    ax = ax if ax is not None else plt.subplots(figsize=(1.9 * ansatz.channels + 0.6, 2.4))[1]
+    side = int(round(np.sqrt(ansatz.pixels)))
+    width = max(side, ansatz.pixels // side)
+
+    def position(q: int) -> tuple[float, float]:
+        c, p = divmod(q, ansatz.pixels)
+        return c * (width + 1.2) + p % width, -(p // width)
+
+    pairs: dict[tuple[int, int], int] = {}
+    for gate in ansatz.gates:
+        if gate.control is not None:
+            pairs[(gate.control, gate.target)] = pairs.get((gate.control, gate.target), 0) + 1
+    for c in range(ansatz.channels):
+        x0, _ = position(c * ansatz.pixels)
+        ax.add_patch(mpatches.FancyBboxPatch((x0 - 0.4, -(ansatz.pixels // width) + 0.6),
+                                             width - 0.2, ansatz.pixels // width - 0.2,
+                                             boxstyle="round,pad=0.05", alpha=0.08,
+                                             color=PALETTE["classical"]))
+        ax.text(x0 + (width - 1) / 2, 0.75, f"channel {c}", ha="center", fontsize=9)
+    for (control, target), count in pairs.items():
+        (x1, y1), (x2, y2) = position(control), position(target)
+        same = control // ansatz.pixels == target // ansatz.pixels
+        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
+                    arrowprops=dict(arrowstyle="-|>", color=PALETTE["quantum" if same else "hybrid"],
+                                    shrinkA=9, shrinkB=9, lw=1.2,
+                                    connectionstyle="arc3,rad=0.25" if not same else "arc3,rad=0.15"))
+    for q in range(ansatz.n_qubits):
+        x, y = position(q)
+        ax.scatter([x], [y], s=330, color="white", edgecolor=PALETTE["neutral"], zorder=3)
+        ax.text(x, y, str(q), ha="center", va="center", fontsize=8, zorder=4)
+    ax.set_xlim(-0.8, ansatz.channels * (width + 1.2) - 1.0)
+    ax.set_ylim(-(ansatz.pixels // width) + 0.3, 1.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"{ansatz.name}, stride {ansatz.stride}")
+    return ax
+
+
+def sensitivity_map(jacobian: np.ndarray, ax: plt.Axes | None = None, pixels: int = 4,
+                    title: str = "") -> plt.Axes:
+    """|∂⟨Z_q⟩/∂x_j| as a heat map: rows are outputs q, columns inputs j (channel blocks marked)."""
+    ax = ax if ax is not None else plt.subplots(figsize=(3.6, 3.2))[1]
+    image = ax.imshow(np.abs(jacobian), cmap="magma", vmin=0)
+    n_out, n_in = jacobian.shape
+    for k in range(pixels, n_in, pixels):
+        ax.axvline(k - 0.5, color="white", lw=0.8)
+    for k in range(pixels, n_out, pixels):
+        ax.axhline(k - 0.5, color="white", lw=0.8)
+    ax.set_xlabel("input qubit j")
+    ax.set_ylabel("output ⟨Z_q⟩")
+    ax.grid(False)
+    ax.set_title(title)
+    plt.colorbar(image, ax=ax, fraction=0.046)
+    return ax
+
+
+def speed_bars(cases: list[dict], ax: plt.Axes | None = None) -> plt.Axes:
+    """Seconds per call of the fast simulator vs PennyLane (log scale), one group per case."""
+    cases = [c for c in cases if c.get("pennylane")]
+    ax = ax if ax is not None else plt.subplots(figsize=(7.5, 3.4))[1]
+    labels = [f"{c['ansatz']}\n{c['batch']} {'fwd' if c['mode'] == 'forward' else 'fwd+bwd'}"
+              for c in cases]
+    x = np.arange(len(cases))
+    fast = [c["fast"]["seconds"] for c in cases]
+    slow = [c["pennylane"]["seconds"] for c in cases]
+    ax.bar(x - 0.2, slow, 0.4, label="PennyLane default.qubit", color=PALETTE["neutral"])
+    ax.bar(x + 0.2, fast, 0.4, label="qhd_lib simulator", color=PALETTE["quantum"])
+    for xi, c in zip(x, cases):
+        ax.text(xi, c["pennylane"]["seconds"] * 1.3, f"{c['speedup']:.0f}×", ha="center",
+                fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("seconds per call")
+    ax.legend()
+    return ax
+
+
+def unet_shapes(shapes: dict[str, tuple[int, ...]], title: str | None = None) -> plt.Figure:
+    """Draw a U-Net's activation shapes in call order: height = resolution, label = H×W×C.
+
+    ``shapes`` maps block names to output shapes (B, H, W, C), e.g. from
+    `qhd_lib.models.activation_shapes`; quantum blocks can be highlighted by the caller.
+    """
+    names = [n for n, s in shapes.items() if len(s) == 4]
+    res = np.array([shapes[n][1] for n in names])
+    ch = np.array([shapes[n][3] for n in names])
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    x = np.arange(len(names))
+    ax.plot(x, res, color=PALETTE["neutral"], lw=1, zorder=1)
+    colors = [PALETTE["quantum"] if n.startswith("mid.") else PALETTE["classical"] for n in names]
+    ax.scatter(x, res, s=8 * ch, c=colors, zorder=2)
+    last = None
+    for i, n in enumerate(names):
+        label = f"{res[i]}×{res[i]}×{ch[i]}"
+        if label != last:
+            ax.annotate(label, (i, res[i]), textcoords="offset points", xytext=(0, 9),
+                        ha="center", fontsize=7)
+        last = label
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_yticks([2, 7, 14, 28], ["2", "7", "14", "28"])
+    ax.set_ylabel("resolution (pixels)")
+    ax.set_ylim(1.3, 45)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
