@@ -1,0 +1,111 @@
+"""The real-vs-real floor of FID and KID: ``n`` test images measured against ``n`` training images.
+
+A generator that drew fresh images from the true distribution would score about this, so it is the
+floor under every FID in the book. Also records how long Inception features take on this machine.
+Writes ``results/metrics_real_vs_real.json``; the training-set features it computes are cached and
+reused by ``qhd_lib.metrics.evaluate`` (same dataset, ``n`` and resize mode).
+
+    python scripts/real_vs_real.py --dataset mnist --n 7000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from qhd_lib import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` (read-only), or "uncommitted"."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "uncommitted"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
+
+
+def device() -> dict[str, object]:
+    """CPU model, cores, torch threads and the load average (timings on a shared CPU need it)."""
+    cpu = platform.processor() or "unknown"
+    if Path("/proc/cpuinfo").is_file():
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    torch = metrics._torch()
+    return {"device": "cpu (torch)", "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def timed_features(dataset: str, split: str, n: int, resize: str, batch_size: int) -> tuple:
+    """Cached real features, wall and CPU seconds, and whether they were computed now (not read)."""
+    computed = not metrics.real_features_path(dataset, split, n, resize).is_file()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    feats = metrics.real_features(dataset, split, n, resize=resize, batch_size=batch_size)
+    return feats, time.perf_counter() - start, time.process_time() - cpu_start, computed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist"))
+    parser.add_argument("--n", type=int, default=7000, help="images per set (the paper measures 7 000)")
+    parser.add_argument("--resize", default=metrics.DEFAULT_RESIZE, choices=metrics.RESIZE_MODES)
+    parser.add_argument("--seed", type=int, default=0, help="seed of KID's subsets")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "metrics_real_vs_real.json")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    test, test_s, test_cpu, test_computed = timed_features(args.dataset, "test", args.n, args.resize,
+                                                           args.batch_size)
+    train, train_s, train_cpu, train_computed = timed_features(args.dataset, "train", args.n, args.resize,
+                                                               args.batch_size)
+    kid_mean, kid_std = metrics.kid_from_features(train, test, subset_size=min(100, args.n), seed=args.seed)
+    computed_s = test_s * test_computed + train_s * train_computed
+    computed_cpu = test_cpu * test_computed + train_cpu * train_computed
+    computed_n = args.n * (test_computed + train_computed)
+    result = {
+        "what": f"FID/KID of the first {args.n} {args.dataset} test images against the first "
+                f"{args.n} training images (the real-vs-real floor)",
+        "dataset": args.dataset,
+        "n_per_set": args.n,
+        "fid": metrics.fid_from_features(train, test),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_subset_size": min(100, args.n),
+        "kid_subsets": 100,
+        "resize": args.resize,
+        "weights_sha256": metrics.FEATURES_SHA256,
+        "feature_seconds": {"test": test_s, "train": train_s,
+                            "computed_now": {"test": test_computed, "train": train_computed}},
+        "seconds_per_1000_images": 1000 * computed_s / computed_n if computed_n else None,
+        "cpu_seconds_per_1000_images": 1000 * computed_cpu / computed_n if computed_n else None,
+        "provenance": {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "commit": git_commit(),
+            "device": device(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "packages": {name: importlib.metadata.version(name)
+                         for name in ("torch", "torchmetrics", "numpy")},
+            "wall_time_s": time.perf_counter() - start,
+            "seed": args.seed,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("fid", "kid_mean", "kid_std", "seconds_per_1000_images")}))
+
+
+if __name__ == "__main__":
+    main()
