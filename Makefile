@@ -11,6 +11,9 @@ STAMP  := $(VENV)/.installed
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
+# Compiled XLA programs are reused across tests, notebooks and runs (compiling the U-Net dominates on CPU).
+export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/qhd-book/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 1
 
 .PHONY: setup data weights browser book test unit nbtest notebooks bench clean
 
