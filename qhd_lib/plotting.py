@@ -199,6 +199,7 @@ def unet_shapes(shapes: dict[str, tuple[int, ...]], title: str | None = None) ->
         last = label
     ax.set_xticks(x, names, rotation=90, fontsize=7)
     ax.set_yscale("log")
+    ax.minorticks_off()
     ax.set_yticks([2, 7, 14, 28], ["2", "7", "14", "28"])
     ax.set_ylabel("resolution (pixels)")
     ax.set_ylim(1.3, 45)

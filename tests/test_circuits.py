@@ -1,0 +1,208 @@
+"""The ansätze as gate lists, the fast simulator against PennyLane, and the shift rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qhd_lib.circuits import Gate, init_params, make_ansatz, simulate
+from qhd_lib.circuits.gradients import parameter_shift_gradient
+from qhd_lib.circuits.simulator import NetworkPlan, compile_plan
+
+_sim = jax.jit(simulate, static_argnums=0)
+
+CASES = [
+    ("hqconv", {}),
+    ("hqconv", {"stride": 2, "layers": 1}),
+    ("hqconv", {"stride": 3, "layers": 1}),
+    ("fqconv", {"layers": 2}),
+    ("fqconv", {"stride": 8, "layers": 1}),
+    ("fqconv", {"stride": 1, "layers": 1}),
+    ("basic_entangler", {"channels": 1, "layers": 4}),
+    ("released_hqconv", {"layers": 2}),
+]
+
+
+def _inputs(ansatz, batch=3, seed=0):
+    return jax.random.uniform(jax.random.key(seed), (batch, ansatz.n_qubits), minval=-3, maxval=3)
+
+
+def _theta(ansatz, seed=1):
+    return init_params(jax.random.key(seed), ansatz)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    pytest.importorskip("pennylane")
+    from qhd_lib.circuits import reference
+
+    return reference
+
+
+@pytest.mark.parametrize("name,kwargs", CASES)
+def test_simulator_matches_pennylane_values_and_gradients(reference, name, kwargs):
+    ansatz = make_ansatz(name, **kwargs)
+    x, theta = _inputs(ansatz), _theta(ansatz)
+    weights = jax.random.normal(jax.random.key(2), (3, ansatz.n_qubits))
+
+    np.testing.assert_allclose(
+        _sim(ansatz, x, theta), reference.simulate_reference(ansatz, x, theta), atol=1e-5
+    )
+
+    def loss(sim, x, theta):
+        return jnp.sum(weights * sim(ansatz, x, theta))
+
+    fast = jax.jit(jax.grad(lambda x, t: loss(simulate, x, t), argnums=(0, 1)))(x, theta)
+    oracle = reference.reference_gradients(ansatz, x, theta, weights)
+    for got, want in zip(fast, oracle):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_basic_entangler_is_pennylanes_template(reference):
+    import pennylane as qml
+
+    ansatz = make_ansatz("basic_entangler", channels=1, layers=4)
+    x, theta = _inputs(ansatz), _theta(ansatz)
+
+    @qml.qnode(qml.device("default.qubit", wires=4))
+    def template(inputs, weights):
+        qml.AngleEmbedding(inputs, wires=range(4))
+        qml.BasicEntanglerLayers(weights, wires=range(4))
+        return [qml.expval(qml.PauliZ(q)) for q in range(4)]
+
+    want = np.array([template(np.asarray(xi), np.asarray(theta).reshape(4, 4)) for xi in x])
+    np.testing.assert_allclose(_sim(ansatz, x, theta), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,kwargs", [("hqconv", {"layers": 1}), ("fqconv", {"layers": 1}),
+                                         ("basic_entangler", {"channels": 1, "layers": 2}),
+                                         ("released_hqconv", {"layers": 1})])
+def test_parameter_shift_equals_autodiff(name, kwargs):
+    ansatz = make_ansatz(name, **kwargs)
+    x, theta = _inputs(ansatz, batch=2), _theta(ansatz)
+    autodiff = jax.jit(jax.jacobian(lambda t: simulate(ansatz, x, t)))(theta)
+    np.testing.assert_allclose(parameter_shift_gradient(ansatz, x, theta), autodiff, atol=2e-5)
+    if name == "hqconv":  # eq. 10's two terms are not enough for controlled rotations
+        two_term = parameter_shift_gradient(ansatz, x, theta, two_term_only=True)
+        assert np.abs(two_term - autodiff).max() > 1e-2
+
+
+def test_parameter_counts_per_layer():
+    assert make_ansatz("hqconv").n_params == 3 * 28
+    assert make_ansatz("fqconv").n_params == 3 * 24
+    assert make_ansatz("basic_entangler", channels=1, layers=4).n_params == 16
+    released = make_ansatz("released_hqconv")
+    assert released.n_params == 3 * 28
+    assert released.used_params == tuple(28 * layer + k for layer in range(3) for k in range(4))
+    assert len(make_ansatz("hqconv").used_params) == 84
+
+
+def test_hqconv_pairs_follow_the_text_and_the_released_order():
+    layer = make_ansatz("hqconv", layers=1).gates
+    assert [g.kind for g in layer[:2]] == ["crz", "crx"]
+    pairs = [(g.control, g.target) for g in layer[::2]]
+    assert pairs == [
+        (11, 8), (10, 11), (9, 10), (8, 9),  # A block of channel 2: p = 3, 2, 1, 0
+        (7, 4), (6, 7), (5, 6), (4, 5),      # channel 1
+        (3, 0), (2, 3), (1, 2), (0, 1),      # channel 0
+        (4, 8), (0, 4),                      # B blocks: first qubits, control in channel c
+    ]
+    assert [g.param for g in layer] == list(range(28))
+
+
+def test_hqconv_stride_sets_intra_channel_distance():
+    pairs = [(g.control, g.target) for g in make_ansatz("hqconv", stride=2, layers=1).gates[:8:2]]
+    assert pairs == [(11, 9), (10, 8), (9, 11), (8, 10)]
+
+
+def test_fqconv_pairs_link_the_same_pixel_of_the_next_channel():
+    layer = make_ansatz("fqconv", layers=1).gates
+    assert [g.kind for g in layer[:8]] == ["crz"] * 4 + ["crx"] * 4
+    pairs = [(g.control, g.target) for g in layer]
+    assert pairs[:4] == [(11, 3), (10, 2), (9, 1), (8, 0)]  # channel 2 -> channel 0
+    assert pairs[8:12] == [(7, 11), (6, 10), (5, 9), (4, 8)]
+    assert pairs[16:20] == [(3, 7), (2, 6), (1, 5), (0, 4)]
+    assert all(c % 4 == t % 4 for c, t in pairs)
+
+
+def test_fqconv_splits_into_pixel_columns():
+    plan = compile_plan(make_ansatz("fqconv"))
+    assert sorted(p.qubits for p in plan) == [(0, 4, 8), (1, 5, 9), (2, 6, 10), (3, 7, 11)]
+
+
+def test_hqconv_runs_as_a_network_of_channels():
+    (plan,) = compile_plan(make_ansatz("hqconv"))
+    assert isinstance(plan, NetworkPlan)
+    assert [site.qubits for site in plan.sites] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
+
+
+def test_released_hqconv_applies_only_b_blocks_on_mixed_channels():
+    ansatz = make_ansatz("released_hqconv", layers=1)
+    assert [(g.kind, g.control, g.target, g.param) for g in ansatz.gates] == [
+        ("crz", 5, 10, 0), ("crx", 5, 10, 1), ("crz", 0, 5, 2), ("crx", 0, 5, 3)
+    ]
+    x, theta = _inputs(ansatz), _theta(ansatz)
+    grad = jax.jit(jax.grad(lambda t: jnp.sum(simulate(ansatz, x, t))))(theta)
+    assert np.all(grad[4:] == 0) and np.all(grad[:4] != 0)
+    untouched = [q for q in range(12) if q not in (0, 5, 10)]
+    np.testing.assert_allclose(_sim(ansatz, x, theta)[:, untouched],
+                               np.cos(x[:, untouched]), atol=1e-6)
+
+
+def test_simulate_keeps_leading_axes_and_jits():
+    ansatz = make_ansatz("fqconv", layers=1)
+    x = jnp.zeros((2, 5, 12))
+    out = jax.jit(simulate, static_argnums=0)(ansatz, x, _theta(ansatz))
+    assert out.shape == (2, 5, 12)
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)  # |0...0> is left alone by controlled gates
+
+
+def test_big_batches_are_chunked_without_changing_values(monkeypatch):
+    from qhd_lib.circuits import simulator
+
+    ansatz = make_ansatz("fqconv", layers=1)
+    x, theta = _inputs(ansatz, batch=10), _theta(ansatz)
+    whole = simulate(ansatz, x, theta)
+    monkeypatch.setattr(simulator, "CHUNK", 4)
+    np.testing.assert_allclose(simulate(ansatz, x, theta), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: make_ansatz("hqconv", stride=4), "control == target"),
+        (lambda: make_ansatz("hqconv", stride=0), "1..3"),
+        (lambda: make_ansatz("fqconv", stride=12), "multiple of 12"),
+        (lambda: make_ansatz("fqconv", layers=0), "layers must be a positive integer"),
+        (lambda: make_ansatz("qconv"), "unknown ansatz"),
+        (lambda: make_ansatz("basic_entangler", stride=1), "no stride"),
+        (lambda: make_ansatz("released_hqconv", stride=2), "no stride"),
+        (lambda: make_ansatz("hqconv", channels=1), "at least 2 channels"),
+    ],
+)
+def test_invalid_ansatz_arguments_raise_clear_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_wrong_input_width_and_parameter_count_raise():
+    ansatz = make_ansatz("hqconv")
+    with pytest.raises(ValueError, match="last axis must have 12"):
+        simulate(ansatz, jnp.zeros((2, 4)), jnp.zeros(84))
+    with pytest.raises(ValueError, match=r"shape \(84,\)"):
+        simulate(ansatz, jnp.zeros((2, 12)), jnp.zeros(72))
+
+
+def test_gate_is_hashable_data():
+    gate = Gate("crz", 0, 1, 3)
+    assert gate.wires == (0, 1) and hash(gate) == hash(Gate("crz", 0, 1, 3))
+
+
+def test_importing_circuits_does_not_import_pennylane():
+    code = "import sys, qhd_lib.circuits; assert 'pennylane' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
