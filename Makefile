@@ -55,7 +55,7 @@ nbtest: setup
 notebooks: setup
 	for nb in notebooks/*.ipynb; do \
 		QHD_SCALE=demo $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+			--ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=False "$$nb" || exit 1; \
 	done
 
 ## bench: speed benchmarks, JSON under results/

@@ -64,3 +64,14 @@ def test_chapter_is_committed_executed(path: Path) -> None:
     assert not unexecuted, f"code cells without outputs (run `make notebooks`): {unexecuted}"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, "a committed chapter must not show an error"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_widgets_leave_a_static_figure_not_a_dead_view(path: Path) -> None:
+    """A widget needs a kernel; the rendered book shows the static figure drawn beside it."""
+    nb = json.loads(path.read_text())
+    assert "widgets" not in nb["metadata"], "strip the saved widget state"
+    for cell in nb["cells"]:
+        views = [o for o in cell.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        if views:
+            assert "remove-output" in cell["metadata"].get("tags", []), "".join(cell["source"])[:80]
