@@ -1,0 +1,299 @@
+"""One U-Net for every column of the paper's tables; a `ModelConfig` says which block goes where.
+
+The wiring follows denoising-diffusion-flax (dim 10, multipliers 1, 2, 3, 4, GroupNorm with 10
+groups); parameter names show the architecture (``down_1.resblock_0.conv_0.theta``). The hybrids
+are this same network with the vertex ResNet blocks (QVU-Net, Sect. 3.1) or the level-1 encoder
+blocks (QuanvU-Net, Sect. 3.2) swapped for quantum ones by `ModelConfig.resnet_block`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qhd_lib.circuits import ANSATZ_NAMES
+from qhd_lib.models.layers import AttnBlock, Downsample, ResnetBlock, TimeEmbedding, Upsample
+from qhd_lib.models.quantum import (
+    EXECUTORS,
+    GROUP,
+    FullQResNetBlock,
+    QResNetBlock,
+    QuanResNetBlock,
+)
+
+VERTEX_KINDS = ("classical", "partial", "full")
+PAPER_ANSATZE = ("hqconv", "fqconv")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which blocks the U-Net uses where, plus its (fixed) classical sizes.
+
+    - ``vertex``: "classical", "partial" (``q`` circuits per layer + a conv, 1/7HQConv) or
+      "full" (circuits only, FullHQConv) for both vertex ResNet blocks.
+    - ``quanv_level``: encoder level (0-based, as in the parameter names) whose two ResNet blocks
+      become QuanResNet blocks; the paper's QuanvU-Net uses level 1 (14×14).
+    - ``ansatz``/``layers``: the 12-qubit circuit (HQConv or FQConv, 3 layers in the paper).
+    - ``released_code``: reproduce the released code's behaviour (REFERENCE.md, differences
+      1–5) for the audit: its HQConv, dropped second-layer circuit outputs, the second
+      quanvolution reading the block input, pixel-major qubits, a shared 4-qubit circuit.
+    - ``executor``: "jax" (fast, jit/grad) or "pennylane" (cross-check, forward only).
+    """
+
+    name: str = "classical"
+    vertex: str = "classical"
+    q: int = 0
+    ansatz: str = "hqconv"
+    layers: int = 3
+    quanv_level: int | None = None
+    patch_stride: int = 2
+    released_code: bool = False
+    executor: str = "jax"
+    dim: int = 10
+    dim_mults: tuple[int, ...] = (1, 2, 3, 4)
+    groups: int = 10
+    image_size: int = 28
+    channels: int = 1
+    heads: int = 4
+    dim_head: int = 32
+
+    def __post_init__(self) -> None:
+        if self.vertex not in VERTEX_KINDS:
+            raise ValueError(f"unknown vertex {self.vertex!r}; use one of {', '.join(VERTEX_KINDS)}")
+        max_q = self.vertex_width // GROUP
+        if self.vertex == "partial" and not 1 <= self.q <= max_q:
+            raise ValueError(
+                f"q={self.q} is outside 1..{max_q}: a {self.vertex_width}-channel vertex holds "
+                f"at most {max_q} groups of 3 channels (use vertex='full' for all of them)"
+            )
+        if self.vertex != "partial" and self.q:
+            raise ValueError(f"q={self.q} only applies to vertex='partial'; leave q=0")
+        if self.ansatz not in PAPER_ANSATZE:
+            raise ValueError(
+                f"unknown ansatz {self.ansatz!r}; use 'hqconv' or 'fqconv' "
+                "(released_code=True selects the released HQConv)"
+            )
+        if self.released_code and self.ansatz != "hqconv":
+            raise ValueError(
+                "released_code=True reproduces the released HQConv circuits only; "
+                "use an hqconv configuration (the paper's tables report HQConv)"
+            )
+        if not isinstance(self.layers, int) or self.layers < 1:
+            raise ValueError(f"layers must be a positive integer, got {self.layers!r}")
+        levels = len(self.dim_mults)
+        if self.quanv_level is not None and not 0 <= self.quanv_level < levels:
+            raise ValueError(f"quanv_level {self.quanv_level} is not an encoder level 0..{levels - 1}")
+        if self.patch_stride not in (1, 2):
+            raise ValueError(
+                f"patch stride {self.patch_stride} would leave pixels that no 2×2 patch covers; "
+                "use 1 (overlapping patches, outputs averaged) or 2 (disjoint, the paper)"
+            )
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
+
+    @property
+    def vertex_width(self) -> int:
+        """Channels at the vertex: dim · last multiplier (40)."""
+        return self.dim * self.dim_mults[-1]
+
+    @property
+    def circuit(self) -> str:
+        """The ansatz name the circuits are built from (the released HQConv when auditing)."""
+        return "released_hqconv" if self.released_code else self.ansatz
+
+    def resnet_block(self, position: str, features: int) -> ResnetBlock:
+        """The ResNet block (classical or quantum) at ``position``, e.g. "mid.resblock_0"."""
+        common = dict(features=features, groups=self.groups, name=position)
+        quantum = dict(ansatz=self.circuit, layers=self.layers, executor=self.executor)
+        if position.startswith("mid.") and self.vertex == "partial":
+            return QResNetBlock(q=self.q, drop_second_circuits=self.released_code,
+                                **quantum, **common)
+        if position.startswith("mid.") and self.vertex == "full":
+            return FullQResNetBlock(share_tail=self.released_code, **quantum, **common)
+        if self.quanv_level is not None and position.startswith(f"down_{self.quanv_level}."):
+            return QuanResNetBlock(patch_stride=self.patch_stride,
+                                   second_reads_input=self.released_code, **quantum, **common)
+        return ResnetBlock(**common)
+
+
+def check_inputs(x: jax.Array, t: jax.Array, config: ModelConfig) -> None:
+    """Images (B, S, S, channels) and integer time steps (B,), with S = config.image_size."""
+    s, c = config.image_size, config.channels
+    if x.ndim != 4 or x.shape[1:] != (s, s, c):
+        raise ValueError(
+            f"the U-Net takes images of shape (B, {s}, {s}, {c}), got {tuple(x.shape)}; "
+            f"add a channel axis with x[..., None] or resize to {s}×{s}"
+        )
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must have shape ({x.shape[0]},) (one time step per image), got {t.shape}")
+
+
+class UNet(nn.Module):
+    """The noise-prediction U-Net ε_θ(x_t, t) of the paper (Fig. 3 and 7), built from a config.
+
+    Encoder: 7×7 conv to ``dim``; per level ResNet, ResNet, linear attention, downsample
+    (28×28×10 → 14×14×10 → 7×7×20 → 2×2×30), then a 3×3 conv to the vertex width (2×2×40).
+    Vertex: ResNet, full attention, ResNet. Decoder: the mirror image with skip
+    concatenations; a final ResNet and 1×1 conv give ε̂ with the input's shape.
+    """
+
+    config: ModelConfig = ModelConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        cfg = self.config
+        check_inputs(x, t, cfg)
+        levels = len(cfg.dim_mults)
+        temb = TimeEmbedding(cfg.dim, name="time_mlp")(t)
+        h = nn.Conv(cfg.dim, (7, 7), padding=3, name="init_conv")(x)
+        skips, sizes = [h], []
+        for level in range(levels):
+            width = h.shape[-1]
+            sizes.append(h.shape[1])
+            for i in range(2):
+                h = cfg.resnet_block(f"down_{level}.resblock_{i}", width)(h, temb)
+                if i == 1:
+                    h = AttnBlock(True, cfg.heads, cfg.dim_head, name=f"down_{level}.attnblock")(h)
+                skips.append(h)
+            if level < levels - 1:
+                kernel = 7 if level == levels - 2 else 4  # 7×7 → 2×2 at the last step
+                h = Downsample(cfg.dim * cfg.dim_mults[level], kernel,
+                               name=f"down_{level}.downsample")(h)
+        h = nn.Conv(cfg.vertex_width, (3, 3), padding=1, name="down_to_mid.conv")(h)
+
+        h = cfg.resnet_block("mid.resblock_0", cfg.vertex_width)(h, temb)
+        h = AttnBlock(False, cfg.heads, cfg.dim_head, name="mid.attnblock")(h)
+        h = cfg.resnet_block("mid.resblock_1", cfg.vertex_width)(h, temb)
+
+        for level in reversed(range(levels)):
+            width = cfg.dim * cfg.dim_mults[level]
+            for i in range(2):
+                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = cfg.resnet_block(f"up_{level}.resblock_{i}", width)(h, temb)
+            h = AttnBlock(True, cfg.heads, cfg.dim_head, name=f"up_{level}.attnblock")(h)
+            if level > 0:
+                out = cfg.dim * cfg.dim_mults[level - 1]
+                h = Upsample(out, sizes[level - 1], name=f"up_{level}.upsample")(h)
+        h = nn.Conv(cfg.dim, (3, 3), padding=1, name="up_0.conv")(h)
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = cfg.resnet_block("final.resblock", cfg.dim)(h, temb)
+        return nn.Conv(cfg.channels, (1, 1), name="final.conv")(h)
+
+
+def _preset(name: str, **kwargs: Any) -> ModelConfig:
+    return ModelConfig(name=name, **kwargs)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "classical": _preset("classical"),
+    "1hqconv": _preset("1hqconv", vertex="partial", q=1),
+    "7hqconv": _preset("7hqconv", vertex="partial", q=7),
+    "fullhqconv": _preset("fullhqconv", vertex="full"),
+    "1fqconv": _preset("1fqconv", vertex="partial", q=1, ansatz="fqconv"),
+    "7fqconv": _preset("7fqconv", vertex="partial", q=7, ansatz="fqconv"),
+    "fullfqconv": _preset("fullfqconv", vertex="full", ansatz="fqconv"),
+    "quanvunet": _preset("quanvunet", vertex="partial", q=1, quanv_level=1),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(PRESETS)
+
+# Parameter counts printed in the paper (Tables 1 and 2); QuanvU-Net's is discussed in chapter 6.
+PAPER_PARAM_COUNTS: dict[str, int] = {
+    "classical": 483_321,
+    "1hqconv": 475_329,
+    "7hqconv": 440_985,
+    "fullhqconv": 429_993,
+    "quanvunet": 474_293,
+}
+
+
+def model_config(name: str, *, released_code: bool = False, **overrides: Any) -> ModelConfig:
+    """The named paper configuration, optionally with the released code's behaviour or changes
+    (e.g. ``model_config("1hqconv", layers=2)``, ``model_config("quanvunet", patch_stride=1)``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s) {sorted(unknown)}")
+    return dataclasses.replace(PRESETS[name], released_code=released_code, **overrides)
+
+
+def make_model(name: str, *, released_code: bool = False, **overrides: Any) -> UNet:
+    """The U-Net for a paper column: ``make_model("7hqconv")``; see `model_config`."""
+    return UNet(model_config(name, released_code=released_code, **overrides))
+
+
+def dummy_inputs(config: ModelConfig, batch: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Zero images and time steps of the right shapes for ``model.init``."""
+    s = config.image_size
+    return jnp.zeros((batch, s, s, config.channels), jnp.float32), jnp.zeros((batch,), jnp.int32)
+
+
+def init_params(model: UNet, key: jax.Array, batch: int = 1) -> Any:
+    """``model.init`` on dummy inputs; returns the ``params`` collection."""
+    return model.init(key, *dummy_inputs(model.config, batch))["params"]
+
+
+def param_shapes(model: UNet) -> Any:
+    """The parameter tree as shapes only (no compute, no memory): ``jax.eval_shape`` of init."""
+    return jax.eval_shape(lambda k: init_params(model, k), jax.random.key(0))
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalar parameters in a tree (arrays or ShapeDtypeStructs)."""
+    return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+def count_by_module(params: Mapping[str, Any]) -> dict[str, int]:
+    """Parameters per top-level module (``time_mlp``, ``down_0.resblock_0``, ...), in order."""
+    return {name: count_params(sub) for name, sub in params.items()}
+
+
+def quantum_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The circuit parameters only (leaves named ``theta`` / ``tail_theta``), flattened by path."""
+    flat = {
+        "/".join(str(getattr(k, "key", k)) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
+    return {k: v for k, v in flat.items() if k.split("/")[-1] in ("theta", "tail_theta")}
+
+
+def activation_shapes(model: UNet, batch: int = 1) -> dict[str, tuple[int, ...]]:
+    """Output shape of every top-level block, in call order (no compute: ``jax.eval_shape``)."""
+    x, t = dummy_inputs(model.config, batch)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module.parent, UNet):
+            shapes.setdefault(module.name, tuple(out.shape))
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda k: model.init(k, x, t), jax.random.key(0))
+    return shapes
+
+
+__all__ = [
+    "ANSATZ_NAMES",
+    "MODEL_NAMES",
+    "PAPER_PARAM_COUNTS",
+    "PRESETS",
+    "ModelConfig",
+    "UNet",
+    "activation_shapes",
+    "check_inputs",
+    "count_by_module",
+    "count_params",
+    "dummy_inputs",
+    "init_params",
+    "make_model",
+    "model_config",
+    "param_shapes",
+    "quantum_params",
+]
