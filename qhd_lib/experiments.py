@@ -19,12 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +31,7 @@ import jax
 import numpy as np
 
 from qhd_lib import data, diffusion, train
+from qhd_lib.provenance import device_info, git_commit, package_versions
 from qhd_lib.models import MODEL_NAMES, count_params, make_model
 from qhd_lib.scale import SCALES
 
@@ -73,44 +71,6 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(epochs=20, eval_epochs=(1, 10, 20), samples=7_000, timesteps=1000, train_images=None,
                     batch_size=128, n_real=7_000, sample_batch=500, checkpoint_every=469, log_every=10),
 }
-
-
-# --------------------------------------------------------------------------------------------
-# Provenance
-
-
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the working tree, or "uncommitted" (read-only git call)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return "uncommitted"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
-
-
-def device_info() -> dict[str, Any]:
-    """JAX devices and the CPU model, so timings can be compared only where they should be."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"jax_devices": [str(d) for d in jax.devices()], "cpu": cpu, "cpu_count": os.cpu_count()}
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that shape the numbers (read from metadata, nothing imported)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("qhd-book", "jax", "jaxlib", "flax", "optax", "numpy", "torch", "torchmetrics"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _now() -> str:

@@ -13,21 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from qhd_lib.circuits import init_params, make_ansatz, simulate
+from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions
 
-ROOT = Path(__file__).resolve().parents[1]
 # PennyLane's forward+backward at batch 6 272 did not finish in an attempt on the shared 2-core
 # machine (load average ~10): killed after more than 15 minutes (compilation included). It is
 # therefore not timed again; the speed-up for those cases is a lower bound.
@@ -35,25 +32,6 @@ PENNYLANE_BIG_BACKWARD_LOWER_BOUND_S = 900.0
 PENNYLANE_BIG_BACKWARD_NOTE = (
     "PennyLane not timed: an attempt (HQConv, 2026-11-25, load average ~10) ran for more than "
     "15 min without finishing; speedup_lower_bound = 900 s / fast time")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        return out or "uncommitted"
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
 
 
 def time_call(fn, *args, repeats: int) -> dict:
@@ -138,7 +116,6 @@ def main() -> None:
                       "pennylane": None, "speedup": None,
                       "note": "one QuanvU-Net circuit call while sampling 7 000 images"})
 
-    packages = {p: metadata.version(p) for p in ("jax", "jaxlib", "pennylane", "numpy")}
     result = {
         "what": "12-qubit ansaetze, 3 layers: fast JAX simulator vs PennyLane default.qubit "
                 "(jit + vmap, backprop, single precision); seconds per call (best of repeats); "
@@ -148,14 +125,12 @@ def main() -> None:
             "command": " ".join([Path(sys.executable).name] + sys.argv),
             "git_commit": git_commit(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": {"jax_devices": [str(d) for d in jax.devices()], "cpu": cpu_model(),
-                       "cpu_count": os.cpu_count()},
+            "device": device_info(),
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
             "load_note": "the 2-core machine is shared with other jobs: absolute times are "
                          "noisy, the speed-up (same run, same load) is the robust figure",
-            "packages": packages,
-            "python": platform.python_version(),
+            "packages": package_versions(("jax", "jaxlib", "pennylane", "numpy")),
             "wall_seconds": time.perf_counter() - wall,
         },
     }

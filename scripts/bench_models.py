@@ -17,11 +17,8 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -32,28 +29,18 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from qhd_lib.models import MODEL_NAMES, count_params, dummy_inputs, make_model  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions  # noqa: E402
 TARGET_RATIO = 1.3  # hybrid/classical train-step time the book aims for (Full vertex, QuanvU-Net)
 
 
 def provenance(argv: list[str], wall_s: float) -> dict:
-    """Command, commit, device, date, package versions, wall time (the brief's provenance)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        commit = "uncommitted"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
+    """Command, commit, device, date, package versions, wall time."""
     return {
         "command": " ".join(["python", *argv]),
-        "git_commit": commit or "uncommitted",
-        "device": {"jax_devices": [str(d) for d in jax.devices()], "cpu": cpu,
-                   "cpu_count": os.cpu_count()},
+        "git_commit": git_commit(),
+        "device": device_info(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "packages": {p: metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")},
-        "python": sys.version.split()[0],
+        "packages": package_versions(("jax", "jaxlib", "flax", "optax", "numpy")),
         "wall_s": round(wall_s, 1),
     }
 

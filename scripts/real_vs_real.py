@@ -14,38 +14,18 @@ import argparse
 import datetime
 import importlib.metadata
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from qhd_lib import metrics
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def git_commit() -> str:
-    """``git rev-parse HEAD`` (read-only), or "uncommitted"."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "uncommitted"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
+from qhd_lib.provenance import ROOT, device_info, git_commit
 
 
 def device() -> dict[str, object]:
-    """CPU model, cores, torch threads and the load average (timings on a shared CPU need it)."""
-    cpu = platform.processor() or "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
-        cpu = models[0] if models else cpu
-    torch = metrics._torch()
-    return {"device": "cpu (torch)", "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    """CPU, cores, load average and torch threads (timings on a shared CPU need them)."""
+    return {"device": "cpu (torch)", **device_info(jax_devices=False),
+            "torch_threads": metrics._torch().get_num_threads()}
 
 
 def timed_features(dataset: str, split: str, n: int, resize: str, batch_size: int) -> tuple:
