@@ -97,9 +97,9 @@ def main() -> None:
                 f = time_call(fast[index], x, theta, repeats=3 if big else 10)
                 case = {"ansatz": name, "batch": batch, "mode": mode, "fast": f}
                 if big and index == 1:
-                    case.update(pennylane=None, speedup=None, speedup_lower_bound=(
-                        PENNYLANE_BIG_BACKWARD_LOWER_BOUND_S / f["seconds"]),
-                        note=PENNYLANE_BIG_BACKWARD_NOTE)
+                    case.update(pennylane=None, speedup=None, note=PENNYLANE_BIG_BACKWARD_NOTE)
+                    if name == "hqconv":  # the case the timed-out attempt measured
+                        case["speedup_lower_bound"] = PENNYLANE_BIG_BACKWARD_LOWER_BOUND_S / f["seconds"]
                 else:
                     p = time_call(reference[index], x, theta, repeats=1 if big else 3)
                     case.update(pennylane=p, speedup=p["seconds"] / f["seconds"])
