@@ -168,8 +168,18 @@ def test_big_batches_are_chunked_without_changing_values(monkeypatch):
     ansatz = make_ansatz("fqconv", layers=1)
     x, theta = _inputs(ansatz, batch=10), _theta(ansatz)
     whole = simulate(ansatz, x, theta)
-    monkeypatch.setattr(simulator, "CHUNK", 4)
-    np.testing.assert_allclose(simulate(ansatz, x, theta), whole, atol=1e-6)
+    for chunk in (3, 4):  # 4 chunks of 3 (pads 2), 3 chunks of 4 (pads 2)
+        monkeypatch.setattr(simulator, "CHUNK", chunk)
+        np.testing.assert_allclose(simulate(ansatz, x, theta), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [2049, 4097, 6272, 7000, 343_000])
+def test_chunks_are_equal_and_pad_fewer_inputs_than_there_are_chunks(n):
+    from qhd_lib.circuits.simulator import CHUNK, chunk_shape
+
+    chunks, size = chunk_shape(n)
+    assert size <= CHUNK
+    assert 0 <= chunks * size - n < chunks
 
 
 @pytest.mark.parametrize(

@@ -336,6 +336,17 @@ def simulate_flat(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jn
     return jnp.concatenate(values, axis=-1)[:, np.argsort(order)]
 
 
+def chunk_shape(n: int) -> tuple[int, int]:
+    """(chunks, size) for simulating ``n`` inputs at most `CHUNK` at a time, with equal chunks.
+
+    Equal chunks pad fewer than ``chunks`` inputs (6 272 = 4 × 1 568, where chunks of 2 048 would
+    pad to 8 192 and simulate 30 % more), and on CPU a chunk that fits the cache is faster than
+    the whole batch at once.
+    """
+    chunks = -(-n // CHUNK)
+    return chunks, -(-n // chunks)
+
+
 def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.ndarray:
     """⟨Z⟩ of every qubit after RX encoding of ``inputs`` and the ansatz (eq. 9).
 
@@ -361,11 +372,11 @@ def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.nda
     if n <= CHUNK:
         out = simulate_flat(ansatz, flat, theta)
     else:  # bounded memory for big batches: chunks of CHUNK inputs, one after the other
-        chunks = -(-n // CHUNK)
-        padded = jnp.pad(flat, ((0, chunks * CHUNK - n), (0, 0)))
+        chunks, size = chunk_shape(n)
+        padded = jnp.pad(flat, ((0, chunks * size - n), (0, 0)))
         out = jax.lax.map(lambda x: simulate_flat(ansatz, x, theta),
-                          padded.reshape(chunks, CHUNK, ansatz.n_qubits))
-        out = out.reshape(chunks * CHUNK, ansatz.n_qubits)[:n]
+                          padded.reshape(chunks, size, ansatz.n_qubits))
+        out = out.reshape(chunks * size, ansatz.n_qubits)[:n]
     return out.reshape(lead + (ansatz.n_qubits,))
 
 
