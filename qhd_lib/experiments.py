@@ -471,6 +471,114 @@ def evaluate_samples(samples: str | Path, dataset: str, *, n_real: int = 7_000, 
 
 
 # --------------------------------------------------------------------------------------------
+# compare: runs side by side, seeds pooled, against the paper
+
+
+def _group_key(record: dict[str, Any]) -> tuple:
+    """Runs that differ only in their seed (same dataset, model, variant and protocol)."""
+    c = record["config"]
+    return (c["dataset"], c["model"], c["released_code"], c["transfer_from"], c["transfer_epochs"],
+            tuple(record["deviations"]))
+
+
+def _column(config: dict[str, Any]) -> str:
+    """The paper's column a run belongs to: ``transfer`` for source → hybrid transfer runs,
+    ``transfer_control`` for the source → same-model control of fig. 13b."""
+    if config["transfer_from"] is None:
+        return config["model"]
+    return "transfer_control" if config["model"] == config["transfer_from"] else "transfer"
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (n − 1; None for one run) and n over seeds."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
+            "n": len(arr), "values": [float(v) for v in arr]}
+
+
+def _verdict(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Difference of FID means (model − classical) against its standard error over seeds.
+
+    "lower FID" / "higher FID" only when the difference exceeds two standard errors (Welch); with
+    a single seed on either side there is no error bar, and the verdict says so.
+    """
+    diff = ours["mean"] - base["mean"]
+    if ours["std"] is None or base["std"] is None:
+        return {"fid_diff": diff, "se": None, "verdict": "single seed: no error bar, no verdict"}
+    se = float(np.sqrt(ours["std"] ** 2 / ours["n"] + base["std"] ** 2 / base["n"]))
+    if abs(diff) <= 2 * se:
+        verdict = "within seed-to-seed spread (|diff| ≤ 2 SE)"
+    else:
+        verdict = "lower FID than classical" if diff < 0 else "higher FID than classical"
+    return {"fid_diff": diff, "se": se, "verdict": verdict}
+
+
+def compare_runs(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
+    """Pool runs over seeds, compare every model with the classical U-Net of the same protocol,
+    and put the paper's value beside each (a difference only where the protocol is the paper's)."""
+    from qhd_lib import paper
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run_dir in run_dirs:
+        record = _read_run(Path(run_dir))
+        if record is None or record.get("status") != "complete":
+            raise SystemExit(f"error: {run_dir} holds no finished run ({RUN_FILE} missing or status not "
+                             f"'complete'); rerun its command to finish it, or leave it out")
+        record["run_dir"] = str(run_dir)
+        groups.setdefault(_group_key(record), []).append(record)
+
+    rows = []
+    for key, records in groups.items():
+        first = records[0]
+        config, column = first["config"], _column(first["config"])
+        seeds = sorted(r["seed"] for r in records)
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"error: two runs of {column} on {config['dataset']} share a seed ({seeds}); "
+                             "give each run its own --seed")
+        by_epoch: dict[float, list[dict[str, Any]]] = {}
+        for r in records:
+            for e in r["evaluations"]:
+                if e.get("metrics"):
+                    by_epoch.setdefault(float(e["epoch"]), []).append(e)
+        epochs = {}
+        for epoch, entries in sorted(by_epoch.items()):
+            m = [e["metrics"] for e in entries]
+            row = {"fid": _stats([x["fid"] for x in m]), "kid": _stats([x["kid_mean"] for x in m]),
+                   "is": _stats([x["is_mean"] for x in m]) if all(x.get("is_mean") is not None for x in m)
+                   else None,
+                   "grids": [str(Path(r["run_dir"]) / e["grid_png"]) for r, e in zip(records, entries)]}
+            published = (paper.TABLES.get(config["dataset"], {}).get(column) if epoch == 20
+                         else paper.IN_TEXT.get((config["dataset"], column, int(epoch)))
+                         if float(epoch).is_integer() else None)
+            row["paper"] = published
+            if published and first["paper_protocol"] and not config["released_code"]:
+                row["paper_fid_diff"] = row["fid"]["mean"] - paper.mean_of(published["fid"])
+            else:
+                row["paper_fid_diff"] = None
+            epochs[f"{epoch:g}"] = row
+        rows.append({
+            "dataset": config["dataset"], "model": config["model"], "column": column,
+            "released_code": config["released_code"], "transfer_from": config["transfer_from"],
+            "paper_protocol": first["paper_protocol"], "deviations": first["deviations"], "seeds": seeds,
+            "params": first["params"], "paper_params": paper.PARAMS.get(column),
+            "median_step_s": _stats([r["train"]["median_step_s"] for r in records]),
+            "device": first["device"], "run_dirs": [r["run_dir"] for r in records],
+            "commits": sorted({r["commit"] for r in records}), "epochs": epochs,
+        })
+
+    for row in rows:
+        base = next((b for b in rows if b["column"] == "classical" and not b["released_code"]
+                     and b["transfer_from"] is None
+                     and b["dataset"] == row["dataset"] and b["deviations"] == row["deviations"]), None)
+        row["vs_classical"] = None if base is None or base is row else {
+            epoch: _verdict(stats["fid"], base["epochs"][epoch]["fid"])
+            for epoch, stats in row["epochs"].items() if epoch in base["epochs"]}
+    rows.sort(key=lambda r: (r["dataset"], r["paper_protocol"], r["released_code"],
+                             paper.COLUMNS.index(r["column"]) if r["column"] in paper.COLUMNS else 99))
+    return {"paper_source": paper.SOURCE, "groups": rows, "commit": git_commit(), "date": _now()}
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -542,6 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--out", type=Path, help="metrics JSON (default: <samples>_metrics.json)")
     e.add_argument("--quiet", action="store_true")
+
+    c = sub.add_parser("compare", help="pool runs over seeds, compare with classical and the paper")
+    c.add_argument("runs", nargs="+", type=Path, help="run directories written by `run`")
+    c.add_argument("--out", required=True, type=Path, help="comparison JSON")
     return parser
 
 
@@ -550,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     command = "python -m qhd_lib.experiments " + shlex.join(argv_list)
-    progress = not args.quiet
+    progress = not getattr(args, "quiet", False)
     try:
         if args.command == "run":
             record = run(_run_config_from_args(args), args.out, progress=progress, command=command)
@@ -561,6 +673,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = sample_from_run(args.run, args.out, epoch=args.epoch, samples=args.samples,
                                    seed=args.seed, batch=args.batch, progress=progress)
             print(json.dumps({k: info[k] for k in ("samples_file", "epoch", "n_samples")}))
+        elif args.command == "compare":
+            result = compare_runs(args.runs)
+            result["command"] = command
+            _write_json(args.out, result)
+            print(json.dumps([{"column": g["column"], "dataset": g["dataset"], "seeds": g["seeds"],
+                               "paper_protocol": g["paper_protocol"]} for g in result["groups"]]))
         else:
             if not args.samples.is_file():
                 raise SystemExit(f"error: samples file {args.samples} does not exist")

@@ -22,13 +22,13 @@ from qhd_lib.models import (
     UNet,
     activation_shapes,
     assemble_patches,
+    circuit_gradients,
     count_params,
     extract_patches,
     make_model,
     model_config,
     param_shapes,
     patch_to_qubits,
-    quantum_params,
     quanvolution,
     qubits_to_patch,
 )
@@ -213,13 +213,7 @@ def test_overlapping_patches_are_averaged():
 
 def block_gradients(block: nn.Module, x: jax.Array) -> dict[str, np.ndarray]:
     """Gradients of a scalar of the block's output w.r.t. its circuit parameters."""
-    temb = jax.random.normal(jax.random.key(1), (x.shape[0], 8))
-    params = jax.jit(block.init)(KEY, x, temb)["params"]
-
-    def loss(p):
-        return jnp.sum(jnp.sin(3.0 * block.apply({"params": p}, x, temb)))
-
-    return {k: np.asarray(v) for k, v in quantum_params(jax.jit(jax.grad(loss))(params)).items()}
+    return circuit_gradients(block, x, jax.random.normal(jax.random.key(1), (x.shape[0], 8)))
 
 
 def vertex_input(channels: int) -> jax.Array:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qhd_lib import paper
 from qhd_lib.circuits import ANSATZ_NAMES
 from qhd_lib.models.layers import AttnBlock, Downsample, ResnetBlock, TimeEmbedding, Upsample
 from qhd_lib.models.quantum import (
@@ -202,13 +203,7 @@ PRESETS: dict[str, ModelConfig] = {
 MODEL_NAMES: tuple[str, ...] = tuple(PRESETS)
 
 # Parameter counts printed in the paper (Tables 1 and 2); QuanvU-Net's is discussed in chapter 6.
-PAPER_PARAM_COUNTS: dict[str, int] = {
-    "classical": 483_321,
-    "1hqconv": 475_329,
-    "7hqconv": 440_985,
-    "fullhqconv": 429_993,
-    "quanvunet": 474_293,
-}
+PAPER_PARAM_COUNTS: dict[str, int] = {name: n for name, n in paper.PARAMS.items() if name in PRESETS}
 
 
 def model_config(name: str, *, released_code: bool = False, **overrides: Any) -> ModelConfig:
@@ -262,6 +257,20 @@ def quantum_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k.split("/")[-1] in ("theta", "tail_theta")}
 
 
+def circuit_gradients(module: nn.Module, *inputs: jax.Array, seed: int = 0) -> dict[str, np.ndarray]:
+    """Gradients of a generic scalar of ``module``'s output w.r.t. its circuit parameters.
+
+    The scalar, Σ sin(3·output), depends on every output value non-linearly, so a parameter whose
+    gradient is exactly 0 never influences the output: it is dead, however long one trains.
+    """
+    params = jax.jit(module.init)(jax.random.key(seed), *inputs)["params"]
+
+    def loss(p: Any) -> jax.Array:
+        return jnp.sum(jnp.sin(3.0 * module.apply({"params": p}, *inputs)))
+
+    return {k: np.asarray(v) for k, v in quantum_params(jax.jit(jax.grad(loss))(params)).items()}
+
+
 def activation_shapes(model: UNet, batch: int = 1) -> dict[str, tuple[int, ...]]:
     """Output shape of every top-level block, in call order (no compute: ``jax.eval_shape``)."""
     x, t = dummy_inputs(model.config, batch)
@@ -288,6 +297,7 @@ __all__ = [
     "UNet",
     "activation_shapes",
     "check_inputs",
+    "circuit_gradients",
     "count_by_module",
     "count_params",
     "dummy_inputs",
