@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -31,3 +32,15 @@ def show_source(obj: object) -> object:
     from IPython.display import Code
 
     return Code(inspect.getsource(obj), language="python")
+
+
+def results_path(relative: str) -> Path:
+    """``results/<relative>`` of the repository, found from a notebook's working directory.
+
+    Chapters run from ``notebooks/`` (Jupyter, nbval) or the repository root (the book build); both
+    find the same committed results.
+    """
+    for root in (Path.cwd(), *Path.cwd().parents):
+        if (root / "results").is_dir() and (root / "qhd_lib").is_dir():
+            return root / "results" / relative
+    return Path("results") / relative
