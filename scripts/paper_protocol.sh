@@ -28,5 +28,5 @@ for dataset in ${ONLY:-mnist fashion_mnist}; do
   for model in 1hqconv 7hqconv fullhqconv quanvunet; do
     RUN_SUFFIX=_released run "$dataset" "$model" 42 --released-code
   done
-  "$PY" -m qhd_lib.experiments compare "$OUT/${dataset}"_* --out "$OUT/${dataset}_comparison.json"
+  "$PY" -m qhd_lib.experiments compare "$OUT/${dataset}"_*_seed* --out "$OUT/${dataset}_comparison.json"
 done
