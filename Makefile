@@ -51,10 +51,11 @@ unit: setup
 nbtest: setup
 	QHD_SCALE=smoke $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
 
-## notebooks: re-execute every chapter at demo scale and commit outputs
+## notebooks: re-execute every chapter at demo scale and commit outputs (figures inline: the
+## Agg backend exported above would leave the chapters without images)
 notebooks: setup
 	for nb in notebooks/*.ipynb; do \
-		QHD_SCALE=demo $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		QHD_SCALE=demo MPLBACKEND=module://matplotlib_inline.backend_inline $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=False "$$nb" || exit 1; \
 	done
 

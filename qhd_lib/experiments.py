@@ -36,6 +36,7 @@ from qhd_lib.models import MODEL_NAMES, count_params, make_model
 from qhd_lib.scale import SCALES
 
 RUN_FILE = "run.json"
+RELEASED_DEVIATION = "released-code model variant (see the book's chapter on the released code)"
 TRAIN_DIR = "train"
 SOURCE_DIR = "transfer_source"
 VERTEX_SCOPES: dict[str, tuple[str, ...]] = {
@@ -247,7 +248,7 @@ class RunConfig:
             out.append(f"{self.sampler.upper()} sampling with {self.sampling_steps} steps instead of "
                        f"ancestral DDPM with {paper.timesteps}")
         if self.released_code:
-            out.append("released-code model variant (see the book's chapter on the released code)")
+            out.append(RELEASED_DEVIATION)
         return out
 
 
@@ -474,11 +475,16 @@ def evaluate_samples(samples: str | Path, dataset: str, *, n_real: int = 7_000, 
 # compare: runs side by side, seeds pooled, against the paper
 
 
+def _protocol(record: dict[str, Any]) -> tuple[str, ...]:
+    """How a run's protocol differs from the paper's, leaving out the model variant."""
+    return tuple(d for d in record["deviations"] if d != RELEASED_DEVIATION)
+
+
 def _group_key(record: dict[str, Any]) -> tuple:
     """Runs that differ only in their seed (same dataset, model, variant and protocol)."""
     c = record["config"]
     return (c["dataset"], c["model"], c["released_code"], c["transfer_from"], c["transfer_epochs"],
-            tuple(record["deviations"]))
+            _protocol(record))
 
 
 def _column(config: dict[str, Any]) -> str:
@@ -507,7 +513,7 @@ def _verdict(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         return {"fid_diff": diff, "se": None, "verdict": "single seed: no error bar, no verdict"}
     se = float(np.sqrt(ours["std"] ** 2 / ours["n"] + base["std"] ** 2 / base["n"]))
     if abs(diff) <= 2 * se:
-        verdict = "within seed-to-seed spread (|diff| ≤ 2 SE)"
+        verdict = "within seed-to-seed spread (difference ≤ 2 SE)"
     else:
         verdict = "lower FID than classical" if diff < 0 else "higher FID than classical"
     return {"fid_diff": diff, "se": se, "verdict": verdict}
@@ -559,7 +565,8 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
         rows.append({
             "dataset": config["dataset"], "model": config["model"], "column": column,
             "released_code": config["released_code"], "transfer_from": config["transfer_from"],
-            "paper_protocol": first["paper_protocol"], "deviations": first["deviations"], "seeds": seeds,
+            "paper_protocol": first["paper_protocol"], "deviations": first["deviations"],
+            "protocol": list(_protocol(first)), "seeds": seeds,
             "params": first["params"], "paper_params": paper.PARAMS.get(column),
             "median_step_s": _stats([r["train"]["median_step_s"] for r in records]),
             "device": first["device"], "run_dirs": [r["run_dir"] for r in records],
@@ -569,7 +576,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
     for row in rows:
         base = next((b for b in rows if b["column"] == "classical" and not b["released_code"]
                      and b["transfer_from"] is None
-                     and b["dataset"] == row["dataset"] and b["deviations"] == row["deviations"]), None)
+                     and b["dataset"] == row["dataset"] and b["protocol"] == row["protocol"]), None)
         row["vs_classical"] = None if base is None or base is row else {
             epoch: _verdict(stats["fid"], base["epochs"][epoch]["fid"])
             for epoch, stats in row["epochs"].items() if epoch in base["epochs"]}

@@ -70,7 +70,7 @@ CLAIMS: tuple[dict[str, str], ...] = (
     {"id": "mnist-7hqconv", "claim": "MNIST: 7HQConv QVU-Net is best, about 2 FID points below "
                                      "the classical U-Net at epoch 20"},
     {"id": "fashion-quanvunet", "claim": "Fashion-MNIST: QuanvU-Net beats the classical U-Net at "
-                                         "epoch 20 (FID 38.8 vs 39.46)"},
+                                         "epoch 20"},
     {"id": "transfer", "claim": "transfer learning (classical → 1FQConv QVU-Net) improves on the "
                                 "classical U-Net: about 8 % FID on MNIST, 2 % on Fashion-MNIST"},
 )

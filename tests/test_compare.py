@@ -23,7 +23,8 @@ def write_run(root: Path, model: str, seed: int, fids: dict[float, float], *, de
     record = {
         "config": {"dataset": dataset, "model": model, "released_code": released, "transfer_from": None,
                    "transfer_epochs": None},
-        "paper_protocol": not deviations, "deviations": list(deviations), "seed": seed,
+        "paper_protocol": not deviations and not released,
+        "deviations": list(deviations) + ([ex.RELEASED_DEVIATION] if released else []), "seed": seed,
         "commit": "abc", "device": {"cpu": "test"}, "status": status, "params": 483_321,
         "train": {"median_step_s": 1.5},
         "evaluations": [{"epoch": e, "grid_png": f"samples_epoch{e:g}.png",
@@ -111,3 +112,22 @@ def test_compare_command_writes_the_json_with_its_command(tmp_path) -> None:
     result = json.loads(out.read_text())
     assert result["command"].startswith("python -m qhd_lib.experiments compare")
     assert result["groups"][0]["seeds"] == [1, 2]
+
+
+def test_protocol_scripts_are_valid_bash() -> None:
+    import subprocess
+
+    for script in ("reduced_protocol.sh", "paper_protocol.sh"):
+        subprocess.run(["bash", "-n", str(Path(__file__).resolve().parents[1] / "scripts" / script)],
+                       check=True)
+
+
+def test_reduced_protocol_flags_are_accepted_by_the_runner_and_listed_as_deviations() -> None:
+    import re
+    import shlex
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "reduced_protocol.sh").read_text()
+    common = shlex.split(re.search(r"COMMON=\((.*?)\)", script, flags=re.S).group(1))
+    args = ex.build_parser().parse_args(["run", "--model", "classical", "--out", "x", *common])
+    config = ex._run_config_from_args(args)
+    assert len(config.deviations()) == 6  # images, epochs, batch, samples, real images, sampler
