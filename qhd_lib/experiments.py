@@ -534,7 +534,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
         groups.setdefault(_group_key(record), []).append(record)
 
     rows = []
-    for key, records in groups.items():
+    for records in groups.values():
         first = records[0]
         config, column = first["config"], _column(first["config"])
         seeds = sorted(r["seed"] for r in records)
@@ -554,8 +554,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
                    else None,
                    "grids": [str(Path(r["run_dir"]) / e["grid_png"]) for r, e in zip(records, entries)]}
             published = (paper.TABLES.get(config["dataset"], {}).get(column) if epoch == 20
-                         else paper.IN_TEXT.get((config["dataset"], column, int(epoch)))
-                         if float(epoch).is_integer() else None)
+                         else paper.IN_TEXT.get((config["dataset"], column, epoch)))  # 1.0 finds 1
             row["paper"] = published
             if published and first["paper_protocol"] and not config["released_code"]:
                 row["paper_fid_diff"] = row["fid"]["mean"] - paper.mean_of(published["fid"])
