@@ -52,11 +52,13 @@ nbtest: setup
 	QHD_SCALE=smoke $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
 
 ## notebooks: re-execute every chapter at demo scale and commit outputs (figures inline: the
-## Agg backend exported above would leave the chapters without images)
+## Agg backend exported above would leave the chapters without images). The saved widget state
+## is dropped afterwards (nbclient fails on interactive widgets when told not to store it).
 notebooks: setup
 	for nb in notebooks/*.ipynb; do \
 		QHD_SCALE=demo MPLBACKEND=module://matplotlib_inline.backend_inline $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.store_widget_state=False "$$nb" || exit 1; \
+			--ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+		$(PY) -c "import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata.pop('widgets', None); nbformat.write(nb, sys.argv[1])" "$$nb"; \
 	done
 
 ## bench: speed benchmarks, JSON under results/
