@@ -69,6 +69,16 @@ def image_grid(
     return fig
 
 
+def sample_mosaic(images: np.ndarray, side: int = 6) -> np.ndarray:
+    """The first ``side``² uint8 samples (N, H, W) tiled into one image, each in a 1-pixel grey
+    frame (value 128) so that neighbouring samples stay apart; ready for ``ax.imshow``."""
+    framed = np.pad(np.asarray(images)[: side * side], ((0, 0), (1, 1), (1, 1)), constant_values=128)
+    if len(framed) < side * side:
+        raise ValueError(f"a {side}×{side} mosaic needs {side * side} samples, got {len(framed)}")
+    h, w = framed.shape[1:]
+    return framed.reshape(side, side, h, w).transpose(0, 2, 1, 3).reshape(side * h, side * w)
+
+
 def curves(
     x: np.ndarray,
     ys: dict[str, np.ndarray],

@@ -15,7 +15,7 @@ import pytest
 
 from qhd_lib import experiments as ex
 from qhd_lib import train as tr
-from tests.test_train import TinyNet
+from tests.test_train import TinyNet, killed_at_step
 
 
 @pytest.fixture(autouse=True)
@@ -63,18 +63,9 @@ def test_smoke_run_writes_samples_metrics_and_provenance(tmp_path, tiny_world) -
 
 def test_interrupted_run_resumes_and_reuses_finished_evaluations(tmp_path, monkeypatch) -> None:
     out = tmp_path / "run"
-    original = tr.batch_indices
-
-    def killed_at_step_5(seed, stream, step, n, b):
-        if step == 5:
-            raise KeyboardInterrupt("simulated kill")
-        return original(seed, stream, step, n, b)
-
-    monkeypatch.setattr(tr, "batch_indices", killed_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, 5):
         ex.main(smoke_args(out, "--epochs", "2"))
     assert json.loads((out / ex.RUN_FILE).read_text())["status"] == "training"
-    monkeypatch.setattr(tr, "batch_indices", original)
 
     assert ex.main(smoke_args(out, "--epochs", "2")) == 0
     record = json.loads((out / ex.RUN_FILE).read_text())

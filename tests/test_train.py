@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import flax.linen as nn
@@ -90,21 +91,31 @@ def test_training_lowers_the_loss_and_ema_equals_params_early() -> None:
     assert mean_loss(result.state.params) < mean_loss(tr.init_params(TinyNet(), config.seed, (8, 8, 1)))
 
 
+@contextlib.contextmanager
+def killed_at_step(monkeypatch, step: int):
+    """Inside the block, training is killed (KeyboardInterrupt) when it reaches ``step``; the block
+    must end in that kill."""
+    original = tr.batch_indices
+
+    def kill(seed, stream, s, n, b):
+        if s == step:
+            raise KeyboardInterrupt("simulated kill")
+        return original(seed, stream, s, n, b)
+
+    monkeypatch.setattr(tr, "batch_indices", kill)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(tr, "batch_indices", original)
+
+
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path, monkeypatch) -> None:
     images, config = tiny_images(), tiny_config()  # 12 steps, checkpoints at 4, 8, 12
     full = tr.train(TinyNet(), images, config, tmp_path / "full", progress=False)
 
-    original = tr.batch_indices
-
-    def killed_after_step_6(seed, stream, step, n, b):
-        if step == 6:
-            raise KeyboardInterrupt("simulated kill")
-        return original(seed, stream, step, n, b)
-
-    monkeypatch.setattr(tr, "batch_indices", killed_after_step_6)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, 6):
         tr.train(TinyNet(), images, config, tmp_path / "killed", progress=False)
-    monkeypatch.setattr(tr, "batch_indices", original)
     assert int(tr.load_checkpoint(tmp_path / "killed" / tr.CHECKPOINT_FILE, full.state).step) == 4
 
     resumed = tr.train(TinyNet(), images, config, tmp_path / "killed", progress=False)
