@@ -20,6 +20,8 @@ CASES = [
     ("hqconv", {}),
     ("hqconv", {"stride": 2, "layers": 1}),
     ("hqconv", {"stride": 3, "layers": 1}),
+    ("hqconv", {"layers": 4}),
+    ("hqconv", {"channels": 4, "layers": 2}),
     ("fqconv", {"layers": 2}),
     ("fqconv", {"stride": 8, "layers": 1}),
     ("fqconv", {"stride": 1, "layers": 1}),
@@ -139,6 +141,20 @@ def test_hqconv_runs_as_a_network_of_channels():
     (plan,) = compile_plan(make_ansatz("hqconv"))
     assert isinstance(plan, NetworkPlan)
     assert [site.qubits for site in plan.sites] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
+
+
+def test_hqconv_channels_form_a_chain_with_one_bond_per_layer_and_link():
+    (plan,) = compile_plan(make_ansatz("hqconv", layers=3))
+    (first_left, first_right), (middle_left, middle_right), (last_left, last_right) = plan.chain
+    assert (first_left, last_right) == ((), ())
+    assert len(first_right) == len(middle_left) == len(middle_right) == len(last_left) == 3
+    assert set(first_right) == set(middle_left) and set(middle_right) == set(last_left)
+
+
+def test_a_ring_of_channels_is_contracted_whole():
+    (plan,) = [p for p in compile_plan(make_ansatz("fqconv", stride=1, layers=1))
+               if isinstance(p, NetworkPlan)]
+    assert plan.chain is None
 
 
 def test_released_hqconv_applies_only_b_blocks_on_mixed_channels():

@@ -1,6 +1,6 @@
 """A fast, exact state-vector simulator for `Ansatz` gate lists, in pure JAX.
 
-Three observations make it fast, and none of them is specific to one ansatz:
+Four observations make it fast, and none of them is specific to one ansatz:
 
 1. **The encoding is a product state.** ``RX(x_q)|0⟩ = (cos x_q/2, -i sin x_q/2)`` on every
    qubit, so nothing needs 2^n amplitudes until gates entangle qubits. The simulator keeps
@@ -14,6 +14,11 @@ Three observations make it fast, and none of them is specific to one ansatz:
    FQConv layers fuse into one 8×8 unitary per pixel column.
 3. **Blocks are applied by einsum** to the batched cluster state ``(B, 2, ..., 2)``: one small
    matrix product per block instead of one pass over the state per gate.
+4. **Channels as sites.** Where channels only talk through a few controlled gates (HQConv), each
+   channel is a tensor with *bonds* to its neighbours, and its tensor is a fixed linear map of its
+   16 input amplitudes (one matrix per θ, applied to the batch as one matrix product). When the
+   sites form a chain, each site's marginal comes from environments swept in from both ends,
+   never from the full 2^n state.
 
 The plan (blocks, clusters, einsum strings) is compiled once per `Ansatz` (cached), so
 `simulate` is jit-able with the ansatz as a static argument and differentiable in inputs and θ.
@@ -126,10 +131,16 @@ class SitePlan:
 
 @dataclass(frozen=True)
 class NetworkPlan:
-    """A component simulated as a tensor network with one tensor per channel (site)."""
+    """A component simulated as a tensor network with one tensor per channel (site).
+
+    ``chain`` holds, per site, its bonds to the previous and to the next site when every bond
+    links neighbouring sites (HQConv's B blocks link channel c to c+1); None otherwise (a ring),
+    and then the sites are contracted into the full state.
+    """
 
     qubits: tuple[int, ...]
     sites: tuple[SitePlan, ...]
+    chain: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None
 
 
 def _dense_cost(blocks: list[Block], n: int) -> int:
@@ -144,7 +155,9 @@ def _on_bond(gate: Gate, n_qubits: int) -> bool:
 
 def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, int],
                  n_qubits: int) -> tuple[NetworkPlan, int]:
-    """Split a component into channel sites linked by bonds; return the plan and its cost.
+    """Split a component into channel sites linked by bonds; return the plan and its cost
+    (multiply-adds per input: the site tensors' matrix products, then the environments of a
+    chain or the contraction of the full state).
 
     A controlled gate from site a to site b is ``Σ_k P_k(control) ⊗ U^k(target)``: a bond of
     size 2 that carries the control's Z value. Later controlled gates from the same control to
@@ -171,11 +184,10 @@ def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, 
                 open_bond[gate.control] = bond = (label, b)
             ops[b].append(Gate(gate.kind, bond[0], gate.target, gate.param))
         open_bond.pop(gate.target, None)
-    sites, cost = [], 0
+    sites, widths = [], []
     for s in site_ids:
         steps: list[tuple] = []
         run: list[Gate] = []
-        width = len([q for q in qubits if site_of[q] == s])
         for op in ops[s] + [None]:
             # gates controlled by a bond form their own blocks, so that they do not split the
             # next layer's channel unitary
@@ -183,17 +195,38 @@ def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, 
                     op, n_qubits)):
                 run.append(op)
                 continue
-            for block in fuse_blocks(tuple(run), MAX_BLOCK_QUBITS):
-                steps.append(("block", block))
-                cost += 2 ** len(block.qubits) * 2**width
+            steps += [("block", block) for block in fuse_blocks(tuple(run), MAX_BLOCK_QUBITS)]
             run = [op] if isinstance(op, Gate) else []
             if op is not None and not isinstance(op, Gate):
                 steps.append(op)
-                width += 1
         sites.append(SitePlan(tuple(q for q in qubits if site_of[q] == s), tuple(steps)))
-    # contracting the sites: at most 2^(qubits + bonds) products
-    cost += 2 ** (len(qubits) + n_bonds)
-    return NetworkPlan(qubits, tuple(sites)), cost
+        widths.append(len(labels[s]))
+    chain = _chain_bonds(sites)
+    cost = sum(2 ** len(site.qubits) * 2**w for site, w in zip(sites, widths))
+    if chain is None:
+        cost += 2 ** (len(qubits) + n_bonds)
+    else:
+        for site, (left, right) in zip(sites, chain):
+            s_, l_, r_ = 2 ** len(site.qubits), 2 ** len(left), 2 ** len(right)
+            cost += 2 * s_ * l_ * r_ * (l_ + r_)  # the five environment products, roughly
+    return NetworkPlan(qubits, tuple(sites), chain), cost
+
+
+def _chain_bonds(sites: list[SitePlan]) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
+    """Per site, (bonds to the previous site, bonds to the next), if every bond links
+    neighbouring sites; None if some bond skips a site or closes a ring."""
+    ends: dict[int, list[int]] = {}
+    for i, site in enumerate(sites):
+        for op in site.ops:
+            if op[0] in ("copy", "add"):
+                ends.setdefault(op[-1], []).append(i)
+    if any(abs(a - b) != 1 for a, b in ends.values()):
+        return None
+    return tuple(
+        (tuple(b for b, e in ends.items() if i in e and min(e) < i),
+         tuple(b for b, e in ends.items() if i in e and max(e) > i))
+        for i in range(len(sites))
+    )
 
 
 def _components(ansatz: Ansatz) -> list[tuple[int, ...]]:
@@ -290,34 +323,102 @@ def run_dense(plan: DensePlan, single: jnp.ndarray, angles: jnp.ndarray) -> jnp.
     return values[:, [position[q] for q in plan.qubits]]
 
 
+def site_kernel(site: SitePlan, angles: jnp.ndarray) -> tuple[jnp.ndarray, list[int]]:
+    """The site's operations applied to its 2^k basis states: (2^k, 2, ..., 2) and the labels of
+    the trailing axes (its qubits, then its bonds in order of creation).
+
+    A site's tensor is linear in its k qubits' encoded product state, so this one θ-dependent
+    matrix turns the whole batch into site tensors with a single matrix product.
+    """
+    k = len(site.qubits)
+    labels = list(site.qubits)
+    state = jnp.eye(2**k, dtype=DTYPE).reshape((2**k,) + (2,) * k)
+    for op in site.ops:
+        if op[0] == "block":
+            axes = tuple(1 + labels.index(w) for w in op[1].qubits)
+            state = _apply_on_axes(state, block_unitary(op[1], angles), axes)
+        elif op[0] == "copy":  # new axis equal to the control qubit's value
+            shape = [1] * (state.ndim + 1)
+            shape[1 + labels.index(op[1])] = shape[-1] = 2
+            state = state[..., None] * jnp.eye(2, dtype=DTYPE).reshape(shape)
+            labels.append(op[2])
+        else:  # "add": the target side of a new bond, a copy per control value
+            state = jnp.broadcast_to(state[..., None], state.shape + (2,))
+            labels.append(op[1])
+    return state, labels
+
+
 def run_network(plan: NetworkPlan, single: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
-    """⟨Z⟩ (B, len(plan.qubits)) of a component simulated as one tensor per site."""
+    """⟨Z⟩ (B, len(plan.qubits)) of a component simulated as one tensor per site.
+
+    Each site tensor is the site's encoded product state times its `site_kernel`. A chain's
+    kernels are permuted (not the batch) so that its tensors come out as (B, bonds to the
+    previous site, 2^k, bonds to the next) for `_contract_chain`.
+    """
     batch = single.shape[0]
+    products = [_merge([single[:, q, :] for q in site.qubits]).reshape(batch, -1)
+                for site in plan.sites]
+    kernels = [site_kernel(site, angles) for site in plan.sites]
+    if plan.chain is None:
+        return _contract_all(plan, [
+            ((product @ kernel.reshape(product.shape[1], -1)).reshape((batch,) + kernel.shape[1:]),
+             labels)
+            for product, (kernel, labels) in zip(products, kernels)
+        ])
+    sites = []
+    for site, product, (kernel, labels), (left, right) in zip(
+            plan.sites, products, kernels, plan.chain):
+        order = [0] + [1 + labels.index(label) for label in (*left, *site.qubits, *right)]
+        kernel = jnp.transpose(kernel, order).reshape(product.shape[1], -1)
+        sites.append((product @ kernel).reshape(batch, 2**len(left), product.shape[1],
+                                                2**len(right)))
+    return _contract_chain(sites)
+
+
+def _contract_all(plan: NetworkPlan, tensors: list[tuple[jnp.ndarray, list[int]]]) -> jnp.ndarray:
+    """⟨Z⟩ from the full state: contract every site over its bonds, then each site's marginal."""
     operands: list = []
-    for site in plan.sites:
-        labels = list(site.qubits)
-        state = _merge([single[:, q, :] for q in site.qubits])
-        for op in site.ops:
-            if op[0] == "block":
-                axes = tuple(1 + labels.index(w) for w in op[1].qubits)
-                state = _apply_on_axes(state, block_unitary(op[1], angles), axes)
-            elif op[0] == "copy":  # new axis equal to the control qubit's value
-                shape = [1] * (state.ndim + 1)
-                shape[1 + labels.index(op[1])] = shape[-1] = 2
-                state = state[..., None] * jnp.eye(2, dtype=DTYPE).reshape(shape)
-                labels.append(op[2])
-            else:  # "add": the target side of a new bond, a copy per control value
-                state = jnp.broadcast_to(state[..., None], state.shape + (2,))
-                labels.append(op[1])
+    for state, labels in tensors:
         operands += [state, [_BATCH] + labels]
     psi = jnp.einsum(*operands, [_BATCH] + list(plan.qubits), optimize="optimal")
     probs = jnp.real(psi) ** 2 + jnp.imag(psi) ** 2
+    batch = probs.shape[0]
     values, start = [], 1
     for site in plan.sites:  # marginal of each site, then its ⟨Z⟩
         k = len(site.qubits)
         others = tuple(a for a in range(1, probs.ndim) if not start <= a < start + k)
         values.append(expval_z_from_probs(jnp.sum(probs, axis=others).reshape(batch, 2**k), k))
         start += k
+    return jnp.concatenate(values, axis=-1)
+
+
+def _contract_chain(sites: list[jnp.ndarray]) -> jnp.ndarray:
+    """⟨Z⟩ of a chain of site tensors T[b, l, s, r] (b the batch) from environments.
+
+    The right environment ``R[l, l'] = Σ T[l,s,r] R_next[r,r'] T*[l',s,r']`` sums out every site
+    after this one, the left environment every site before it, and the site's marginal is
+    ``p[s] = Σ L[l,l'] T[l,s,r] R[r,r'] T*[l',s,r']``: a few batched matrix products with
+    8-dimensional bonds per input instead of the 2^12 amplitudes of the full state. The
+    layout (bond, site, bond) keeps every contraction a plain batched matrix product.
+    """
+    conj = [jnp.conj(t) for t in sites]
+    with_right = []  # each site with everything to its right summed in, last site first
+    env = None
+    for site, site_conj in zip(sites[::-1], conj[::-1]):
+        b, l, s, r = site.shape
+        if env is not None:
+            site = jnp.matmul(site.reshape(b, l * s, r), env).reshape(b, l, s, r)
+        with_right.append(site)
+        env = jnp.einsum("zlx,zmx->zlm", site.reshape(b, l, s * r), site_conj.reshape(b, l, s * r))
+    values, env = [], None
+    for site, site_conj, right in zip(sites, conj, with_right[::-1]):
+        b, l, s, r = site.shape
+        if env is not None:  # sum in everything to the left
+            right = jnp.einsum("zlm,zlx->zmx", env, right.reshape(b, l, s * r)).reshape(b, l, s, r)
+            site = jnp.einsum("zlm,zlx->zmx", env, site.reshape(b, l, s * r)).reshape(b, l, s, r)
+        probs = jnp.real(jnp.sum(right * site_conj, axis=(1, 3)))
+        values.append(expval_z_from_probs(probs, int(np.log2(s))))
+        env = jnp.einsum("zyr,zyq->zrq", site.reshape(b, l * s, r), site_conj.reshape(b, l * s, r))
     return jnp.concatenate(values, axis=-1)
 
 
