@@ -12,7 +12,14 @@ import pytest
 
 from qhd_lib.circuits import Gate, init_params, make_ansatz, simulate
 from qhd_lib.circuits.gradients import parameter_shift_gradient
-from qhd_lib.circuits.simulator import NetworkPlan, compile_plan
+from qhd_lib.circuits.simulator import (
+    NetworkPlan,
+    compile_plan,
+    encode,
+    plan_network,
+    run_dense,
+    run_network,
+)
 
 _sim = jax.jit(simulate, static_argnums=0)
 
@@ -149,6 +156,18 @@ def test_hqconv_channels_form_a_chain_with_one_bond_per_layer_and_link():
     assert (first_left, last_right) == ((), ())
     assert len(first_right) == len(middle_left) == len(middle_right) == len(last_left) == 3
     assert set(first_right) == set(middle_left) and set(middle_right) == set(last_left)
+
+
+def test_a_chain_with_bonds_both_ways_matches_the_dense_simulation():
+    ansatz = make_ansatz("fqconv", channels=2, stride=1, layers=1)
+    (dense,) = compile_plan(ansatz)
+    site_of = {q: q // ansatz.pixels for q in range(ansatz.n_qubits)}
+    network, _ = plan_network(list(ansatz.gates), dense.qubits, site_of, ansatz.n_qubits)
+    assert all({op[0] for op in site.ops} >= {"copy", "add"} for site in network.sites)
+    assert network.chain is not None
+    single, angles = encode(_inputs(ansatz)), ansatz.angle_scale * _theta(ansatz)
+    np.testing.assert_allclose(run_network(network, single, angles),
+                               run_dense(dense, single, angles), atol=1e-5)
 
 
 def test_a_ring_of_channels_is_contracted_whole():
