@@ -184,7 +184,7 @@ def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, 
                 open_bond[gate.control] = bond = (label, b)
             ops[b].append(Gate(gate.kind, bond[0], gate.target, gate.param))
         open_bond.pop(gate.target, None)
-    sites, widths = [], []
+    sites = []
     for s in site_ids:
         steps: list[tuple] = []
         run: list[Gate] = []
@@ -200,9 +200,8 @@ def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, 
             if op is not None and not isinstance(op, Gate):
                 steps.append(op)
         sites.append(SitePlan(tuple(q for q in qubits if site_of[q] == s), tuple(steps)))
-        widths.append(len(labels[s]))
     chain = _chain_bonds(sites)
-    cost = sum(2 ** len(site.qubits) * 2**w for site, w in zip(sites, widths))
+    cost = sum(2 ** len(site.qubits) * 2 ** len(labels[s]) for s, site in zip(site_ids, sites))
     if chain is None:
         cost += 2 ** (len(qubits) + n_bonds)
     else:
