@@ -7,7 +7,7 @@ block's wiring (`ResnetBlock`) and only swap its two spatial layers.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -104,23 +104,50 @@ class ResnetBlock(nn.Module):
         return x + h
 
 
-def _split_heads(t: jax.Array, heads: int) -> jax.Array:
-    """(B, H, W, heads·d) → (B, H·W, heads, d)."""
-    b, hh, ww, c = t.shape
-    return t.reshape(b, hh * ww, heads, c // heads)
-
-
 def l2_normalize(t: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
     """``t / max(‖t‖₂, eps)`` along ``axis``."""
     return t / jnp.maximum(jnp.linalg.norm(t, axis=axis, keepdims=True), eps)
 
 
+class Projection(nn.Module):
+    """The parameters of a 1×1 ``nn.Conv`` (same names, shapes and initial values), returned as
+    a ``(C_in, features)`` matrix and a bias instead of being applied.
+
+    The attention layers below multiply these matrices in a different order than a convolution
+    would, so they need the matrices themselves; the parameter tree stays that of the convs.
+    """
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
+        shape = (1, 1, in_features, self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+        bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,))
+                if self.use_bias else None)
+        return kernel.reshape(in_features, self.features), bias
+
+
+def value_output_product(w_v: jax.Array, w_out: jax.Array, heads: int) -> jax.Array:
+    """``W_v,h · W_out,h`` for every head: (heads, C, C) from W_v (C, h·d) and W_out (h·d, C).
+
+    Values enter attention only through this product: a head's output is a weighted sum of
+    values, ``Σ_n a_n (x_n W_v,h) W_out,h = (Σ_n a_n x_n) (W_v,h W_out,h)``, so neither the
+    values (h·d per position) nor the heads' outputs ever need to exist.
+    """
+    c = w_v.shape[0]
+    return jnp.einsum("che,hed->hcd", w_v.reshape(c, heads, -1), w_out.reshape(heads, -1, c))
+
+
 class Attention(nn.Module):
     """Full multi-head attention with L2-normalised q and k and a fixed scale (the vertex).
 
-    ``softmax(scale · q̂ k̂ᵀ) v`` per head; with q, k of unit length the logits lie in
-    [−scale, scale]. (denoising-diffusion-flax normalises over the positions axis; we normalise
-    each query/key vector, the cosine-similarity attention it was ported from.)
+    ``softmax(scale · q̂ k̂ᵀ) v`` per head, then the output projection; with q, k of unit length
+    the logits lie in [−scale, scale]. (denoising-diffusion-flax normalises over the positions
+    axis; we normalise each query/key vector, the cosine-similarity attention it was ported
+    from.) Values and projection are applied as one (C × C) matrix per head
+    (`value_output_product`).
     """
 
     heads: int = 4
@@ -130,18 +157,76 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, hh, ww, c = x.shape
-        qkv = nn.Conv(3 * self.heads * self.dim_head, (1, 1), use_bias=False, name="to_qkv")(x)
-        q, k, v = (_split_heads(t, self.heads) for t in jnp.split(qkv, 3, axis=-1))
-        q, k = l2_normalize(q), l2_normalize(k)
+        inner = self.heads * self.dim_head
+        w_qkv, _ = Projection(3 * inner, use_bias=False, name="to_qkv")(c)
+        w_out, bias = Projection(c, name="to_out")(inner)
+        x = x.reshape(b, hh * ww, c)
+        qk = (x @ w_qkv[:, : 2 * inner]).reshape(b, hh * ww, 2, self.heads, self.dim_head)
+        q, k = l2_normalize(qk[:, :, 0]), l2_normalize(qk[:, :, 1])
         attn = nn.softmax(jnp.einsum("bihd,bjhd->bhij", q, k) * self.scale, axis=-1)
-        out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(b, hh, ww, -1)
-        return nn.Conv(c, (1, 1), name="to_out")(out)
+        wvo = value_output_product(w_qkv[:, 2 * inner :], w_out, self.heads)
+        out = jnp.einsum("bhij,bjc,hcd->bid", attn, x, wvo, optimize="optimal")
+        return (out + bias).reshape(b, hh, ww, c)
+
+
+POSITIONS_PER_CHUNK = 2048  # linear attention's 128-wide tensors for this many positions: 1 MiB
+
+
+def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
+                  positions: int | None = None) -> jax.Array:
+    """``fn`` applied to groups of images of ``x`` (B, N, C) holding about ``positions``
+    (default `POSITIONS_PER_CHUNK`) positions each, one group after the other; ``fn`` must
+    treat images independently.
+
+    On a CPU the wide intermediates of one group stay in the cache instead of streaming the
+    whole batch's through memory, and `jax.checkpoint` makes the backward pass recompute them
+    group by group instead of storing them. Equal groups, the last padded with zero images.
+    """
+    b, n = x.shape[:2]
+    per_group = max(1, (positions or POSITIONS_PER_CHUNK) // n)
+    if b <= per_group:
+        return fn(x)
+    groups = -(-b // per_group)
+    size = -(-b // groups)
+    padded = jnp.pad(x, ((0, groups * size - b),) + ((0, 0),) * (x.ndim - 1))
+    out = jax.lax.map(jax.checkpoint(fn), padded.reshape(groups, size, *x.shape[1:]))
+    return out.reshape(groups * size, *out.shape[2:])[:b]
+
+
+def linear_attention(x: jax.Array, w_qkv: jax.Array, w_out: jax.Array, heads: int) -> jax.Array:
+    """Linear attention of images x (B, N, C) before its output bias: (B, N, C).
+
+    Per head, ``q (kᵀ v) W_out`` with q the softmax of ``x W_q`` over each head's features
+    (divided by √d), k the softmax of ``x W_k`` over the N positions, and ``v = x W_v / N``.
+    Regrouping the sums keeps only q and k at the heads' full width (h·d per position):
+
+    - ``kᵀ v = (kᵀ x) W_v / N``: the keys meet the C-channel input, never the values;
+    - ``(kᵀ v) W_out = (kᵀ x) (W_v W_out) / N``: a (d × C) matrix ``M_h`` per head and image
+      (`value_output_product`), so ``Σ_h q_h M_h`` comes out C wide directly.
+
+    The keys' softmax over positions is ``e / Σ_n e`` with ``e = exp(k − max_n k)``; the sum is
+    divided out of ``kᵀ x`` after the product instead of out of every ``e``.
+    """
+    b, n, c = x.shape
+    inner = w_out.shape[0]
+    d = inner // heads
+    q = nn.softmax((x @ w_qkv[:, :inner]).reshape(b, n, heads, d), axis=-1)
+    q = q.reshape(b, n, inner) / math.sqrt(d)
+    k = x @ w_qkv[:, inner : 2 * inner]
+    e = jnp.exp(k - jax.lax.stop_gradient(jnp.max(k, axis=1, keepdims=True)))
+    kx = jnp.einsum("bnc,bnj->bcj", x, e) / jnp.sum(e, axis=1)[:, None, :]  # kᵀ x: (b, c, h·d)
+    wvo = value_output_product(w_qkv[:, 2 * inner :], w_out, heads) / n
+    m = jnp.einsum("bchd,hce->bhde", kx.reshape(b, c, heads, d), wvo)  # M_h: (b, h, d, c)
+    return jnp.einsum("bnj,bjc->bnc", q, m.reshape(b, inner, c))
 
 
 class LinearAttention(nn.Module):
     """Linear attention (Shen et al. 2021): softmax over features for q, over positions for k.
 
-    ``out = q (kᵀ v)`` costs O(H·W) instead of O((H·W)²); a 1×1 conv and a LayerNorm close it.
+    ``out = q (kᵀ v)`` per head costs O(H·W) instead of O((H·W)²); the output projection and a
+    LayerNorm close it. Computed by `linear_attention` (no values, no per-head outputs) in
+    groups of images (`map_in_chunks`); the parameters are those of the 1×1 convs of the
+    formula (``to_qkv``, ``to_out``).
     """
 
     heads: int = 4
@@ -150,14 +235,12 @@ class LinearAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, hh, ww, c = x.shape
-        qkv = nn.Conv(3 * self.heads * self.dim_head, (1, 1), use_bias=False, name="to_qkv")(x)
-        q, k, v = (_split_heads(t, self.heads) for t in jnp.split(qkv, 3, axis=-1))
-        q = nn.softmax(q, axis=-1) / math.sqrt(self.dim_head)
-        k = nn.softmax(k, axis=1)
-        v = v / (hh * ww)
-        context = jnp.einsum("bnhd,bnhe->bhde", k, v)
-        out = jnp.einsum("bhde,bnhd->bnhe", context, q).reshape(b, hh, ww, -1)
-        out = nn.Conv(c, (1, 1), name="to_out")(out)
+        inner = self.heads * self.dim_head
+        w_qkv, _ = Projection(3 * inner, use_bias=False, name="to_qkv")(c)
+        w_out, bias = Projection(c, name="to_out")(inner)
+        out = map_in_chunks(lambda xs: linear_attention(xs, w_qkv, w_out, self.heads),
+                            x.reshape(b, hh * ww, c))
+        out = (out + bias).reshape(b, hh, ww, c)
         return nn.LayerNorm(epsilon=1e-5, use_bias=False, name="to_out_norm")(out)
 
 
