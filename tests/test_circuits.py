@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 
@@ -10,10 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qhd_lib.circuits import Gate, init_params, make_ansatz, simulate
+from qhd_lib.circuits import Gate, init_params, make_ansatz, plan_cost, simulate
 from qhd_lib.circuits.gradients import parameter_shift_gradient
 from qhd_lib.circuits.simulator import (
     NetworkPlan,
+    _chain_forward,
+    _chain_marginals,
     compile_plan,
     encode,
     plan_network,
@@ -176,6 +180,124 @@ def test_a_ring_of_channels_is_contracted_whole():
     assert plan.chain is None
 
 
+def test_hand_written_chain_backward_matches_autodiff_of_the_forward():
+    shapes = ((1, 16, 8), (8, 16, 8), (8, 16, 2), (2, 4, 1))
+    keys = iter(jax.random.split(jax.random.key(3), 2 * len(shapes)))
+    products = tuple(jax.random.normal(next(keys), (5, s)) for _, s, _ in shapes)
+    kernels = tuple(jax.random.normal(next(keys), (s, 2 * l * s * r)) for l, s, r in shapes)
+    weights = [jax.random.normal(jax.random.key(4), (5, s)) for _, s, _ in shapes]
+
+    def loss(marginals, products, kernels):
+        return sum(jnp.sum(w * jnp.sin(p)) for w, p in zip(weights, marginals(products, kernels)))
+
+    def custom(p, k):
+        return _chain_marginals(shapes, p, k)
+
+    def autodiff(p, k):
+        return _chain_forward(shapes, p, k)[0]
+
+    got = jax.grad(lambda p, k: loss(custom, p, k), argnums=(0, 1))(products, kernels)
+    want = jax.grad(lambda p, k: loss(autodiff, p, k), argnums=(0, 1))(products, kernels)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-4 * float(jnp.max(jnp.abs(w))))
+
+
+def _hqconv_multiply_adds_by_hand(chunked: bool) -> tuple[int, int]:
+    """Real multiply-adds per input of 3-layer HQConv, forward and backward, from the chain's
+    shapes: sites (1, 16, 8), (8, 16, 8), (8, 16, 1); a complex multiply-add is 4 real ones."""
+    d, s = 8, 16  # bond (3 layers: 2^3) and site (4 qubits) dimensions
+    sites = 2 * s * (s * d + d * s * d + d * s)  # real products (16) @ real kernels (16, 2n)
+    forward_chain = (
+        d * s * d              # right environment of the last site
+        + d * s * d * d        # middle: T·R
+        + d * s * d * d        # middle: right environment
+        + s * d * d            # first: T·R
+        + d * s * d            # first: left environment
+        + 2 * d * d * s * d    # middle: Lᵀ·(T·R) and Lᵀ·T
+        + d * d * s * d        # middle: left environment
+        + d * d * s            # last: Lᵀ·T
+    )
+    expval = 3 * s * 4
+    backward_chain = (
+        d * s * d + 2 * d * s * d * d          # RG sweep: last, middle (T·RG, environment)
+        + d * s * d + 2 * s * d * d            # first: LG environment, V·R, (Lᵀ·T)·RG
+        + 4 * d * d * s * d                    # middle: LGᵀ·T, environment, V·R, (Lᵀ·T)·RG
+        + d * d * s                            # last: LGᵀ·T
+    )
+    rebuilt = sites + 4 * (d * s * d * d + d * d * s * d + d * d * s)  # T, T·R, Lᵀ·T
+    forward = sites + 4 * forward_chain + expval
+    backward = 2 * sites + 4 * backward_chain + expval + (rebuilt if chunked else 0)
+    return forward, backward
+
+
+@pytest.mark.parametrize("batch", [128, 6272])
+def test_cost_model_counts_hqconv_multiply_adds_like_a_count_by_hand(batch):
+    cost = plan_cost(make_ansatz("hqconv"), batch)
+    inputs = cost.chunks * cost.chunk
+    assert (cost.chunks, cost.chunk) == ((1, 128) if batch == 128 else (25, 251))
+    forward, backward = _hqconv_multiply_adds_by_hand(chunked=cost.chunks > 1)
+    assert sum(c.real_macs for c in cost.forward_per_input) == forward * inputs
+    assert sum(c.real_macs for c in cost.backward_per_input) == backward * inputs
+
+
+def test_hqconv_contractions_are_plain_batched_matrix_products():
+    cost = plan_cost(make_ansatz("hqconv"), 6272)
+    for c in cost.forward_per_input + cost.backward_per_input:
+        (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = c.dimension_numbers
+        assert len(lhs_contract) == len(rhs_contract) == 1, c
+        assert lhs_batch == rhs_batch == ((0,) if len(c.lhs) == 3 else ()), c
+
+
+_HLO_VALUE = re.compile(r"%([\w.\-]+) = \w+\[([\d,]*)\]")
+_HLO_DOT = re.compile(r"= \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), .*lhs_contracting_dims=\{([\d,]*)\}")
+
+
+def _xla_dot_multiply_adds(fn, *shapes) -> int:
+    """Multiply-adds (complex counted once) of every dot in the optimized HLO XLA runs."""
+    text = jax.jit(fn).lower(*shapes).compile().as_text()
+    dims = {m[1]: [int(d) for d in m[2].split(",") if d] for m in _HLO_VALUE.finditer(text)}
+    total = 0
+    for out, lhs, contracting in _HLO_DOT.findall(text):
+        k = math.prod(dims[lhs][int(a)] for a in contracting.split(",") if a)
+        total += math.prod(int(d) for d in out.split(",") if d) * k
+    return total
+
+
+@pytest.mark.parametrize("name,kwargs,chunk", [
+    ("hqconv", {}, None), ("hqconv", {}, 16), ("hqconv", {"channels": 4, "layers": 2}, None),
+])
+def test_cost_model_covers_every_product_xla_runs(monkeypatch, name, kwargs, chunk):
+    # XLA's own cost_analysis() is no check here: its flops count a complex multiply-add as 2
+    # like a real one and include the elementwise work (13 % above the products for HQConv),
+    # so the dots of the optimized program are counted one by one instead. Two batch sizes
+    # cancel the θ-dependent products (which XLA may hoist out of the chunks' loop).
+    from qhd_lib.circuits import simulator
+
+    if chunk is not None:  # two chunks per call, forward and backward in separate loops
+        monkeypatch.setattr(simulator, "CHUNK", chunk)
+    ansatz = make_ansatz(name, **kwargs)
+    sizes = (12, 16) if chunk is None else (2 * chunk - 6, 2 * chunk)
+    theta = jax.ShapeDtypeStruct((ansatz.n_params,), jnp.float32)
+
+    def forward(x, t):
+        return simulate(ansatz, x, t)
+
+    both = jax.grad(lambda x, t: jnp.sum(jnp.sin(simulate(ansatz, x, t))), argnums=(0, 1))
+    counted, modelled = [], []
+    for n in sizes:
+        x = jax.ShapeDtypeStruct((n, ansatz.n_qubits), jnp.float32)
+        counted.append([_xla_dot_multiply_adds(f, x, theta) for f in (forward, both)])
+        cost = plan_cost(ansatz, n)
+        macs = [sum(c.count // cost.chunks * math.prod(c.shape) for c in contractions)
+                for contractions in (cost.forward_per_input,
+                                     cost.forward_per_input + cost.backward_per_input)]
+        modelled.append([m // cost.chunk for m in macs] + [cost.chunk])
+    (f0, b0), (f1, b1) = counted
+    (mf0, mb0, c0), (mf1, mb1, c1) = modelled
+    assert (f1 - f0) / (c1 - c0) == mf0 == mf1  # per input, as XLA runs one chunk
+    assert (b1 - b0) / (c1 - c0) == mb0 == mb1
+
+
 def test_released_hqconv_applies_only_b_blocks_on_mixed_channels():
     ansatz = make_ansatz("released_hqconv", layers=1)
     assert [(g.kind, g.control, g.target, g.param) for g in ansatz.gates] == [
@@ -206,6 +328,14 @@ def test_big_batches_are_chunked_without_changing_values(monkeypatch):
     for chunk in (3, 4):  # 4 chunks of 3 (pads 2), 3 chunks of 4 (pads 2)
         monkeypatch.setattr(simulator, "CHUNK", chunk)
         np.testing.assert_allclose(simulate(ansatz, x, theta), whole, atol=1e-6)
+
+
+def test_chunks_keep_the_largest_tensor_within_the_cache_budget():
+    from qhd_lib.circuits.simulator import CHUNK, CHUNK_BYTES, chunk_limit
+
+    assert chunk_limit(make_ansatz("hqconv")) * 8 * 16 * 8 * 8 == CHUNK_BYTES  # (l, s, r) c64
+    assert chunk_limit(make_ansatz("hqconv", layers=4)) == 256 // 4
+    assert chunk_limit(make_ansatz("fqconv")) == CHUNK  # 3-qubit clusters
 
 
 @pytest.mark.parametrize("n", [2049, 4097, 6272, 7000, 343_000])

@@ -3,10 +3,13 @@
 - `make_ansatz` builds an `Ansatz` (a tuple of `Gate` records): HQConv (Fig. 5), FQConv
   (Fig. 6), BasicEntanglerLayers and the HQConv the released code actually applies.
 - `simulate` runs it exactly in pure JAX (jit-able, differentiable, batched).
+- `plan_cost` lists the matrix products `simulate` runs and their real multiply-adds.
 - `qhd_lib.circuits.reference` runs the same gate list on PennyLane (imported only on demand).
 """
 
 from qhd_lib.circuits.ansatz import ANSATZ_NAMES, Ansatz, Gate, make_ansatz
+from qhd_lib.circuits.cost import Contraction, PlanCost, plan_cost
 from qhd_lib.circuits.simulator import init_params, simulate
 
-__all__ = ["ANSATZ_NAMES", "Ansatz", "Gate", "make_ansatz", "init_params", "simulate"]
+__all__ = ["ANSATZ_NAMES", "Ansatz", "Contraction", "Gate", "PlanCost", "make_ansatz",
+           "init_params", "plan_cost", "simulate"]

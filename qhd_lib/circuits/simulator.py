@@ -18,7 +18,8 @@ Four observations make it fast, and none of them is specific to one ansatz:
    channel is a tensor with *bonds* to its neighbours, and its tensor is a fixed linear map of its
    16 input amplitudes (one matrix per θ, applied to the batch as one matrix product). When the
    sites form a chain, each site's marginal comes from environments swept in from both ends,
-   never from the full 2^n state.
+   never from the full 2^n state, and the gradient sweeps environments back the same way (a
+   hand-written backward). `qhd_lib.circuits.cost` lists every matrix product this executes.
 
 The plan (blocks, clusters, einsum strings) is compiled once per `Ansatz` (cached), so
 `simulate` is jit-able with the ansatz as a static argument and differentiable in inputs and θ.
@@ -38,7 +39,8 @@ from qhd_lib.circuits.ansatz import Ansatz, Gate
 
 DTYPE = jnp.complex64
 MAX_BLOCK_QUBITS = 4
-CHUNK = 2048  # inputs simulated at once (a 12-qubit state of 2 048 inputs is 64 MiB)
+CHUNK = 2048  # inputs simulated at once at most (a 12-qubit state of 2 048 inputs is 64 MiB)
+CHUNK_BYTES = 2**21  # and at most as many as keep a chunk's largest tensor within 2 MiB
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,8 @@ def expval_z(state: jnp.ndarray) -> jnp.ndarray:
 def expval_z_from_probs(probs: jnp.ndarray, k: int) -> jnp.ndarray:
     """⟨Z_q⟩ of k qubits from basis-state probabilities (B, 2^k): a matmul with the ±1 signs."""
     bits = (np.arange(2**k)[:, None] >> np.arange(k - 1, -1, -1)[None, :]) & 1
-    return probs @ jnp.asarray(1.0 - 2.0 * bits, probs.dtype)
+    with jax.named_scope("expval"):
+        return probs @ jnp.asarray(1.0 - 2.0 * bits, probs.dtype)
 
 
 def _merge(states: list[jnp.ndarray]) -> jnp.ndarray:
@@ -347,31 +350,60 @@ def site_kernel(site: SitePlan, angles: jnp.ndarray) -> tuple[jnp.ndarray, list[
     return state, labels
 
 
+def _real_amplitudes(single: jnp.ndarray) -> jnp.ndarray:
+    """RX-encoded states ``(cos x/2, -i sin x/2)`` (from `encode`) as real ``(cos, sin)``.
+
+    The dropped phase ``diag(1, -i)`` per qubit goes into the site kernels (`_real_kernel`), so
+    the product states are real and a site tensor costs 2 real multiply-adds per entry, not 4.
+    """
+    return jnp.stack([jnp.real(single[..., 0]), -jnp.imag(single[..., 1])], axis=-1)
+
+
+def _real_kernel(kernel: jnp.ndarray) -> jnp.ndarray:
+    """A (2^k, n) site kernel for real product states: (2^k, 2n), real parts then imaginary.
+
+    Row ``j`` takes the phase ``(-i)^popcount(j)`` that `_real_amplitudes` dropped, so that
+    (real product states) @ (this) is the site tensors' real and imaginary parts side by side.
+    """
+    ones = np.array([bin(j).count("1") for j in range(kernel.shape[0])])
+    kernel = kernel * jnp.asarray((-1j) ** ones, DTYPE)[:, None]
+    return jnp.concatenate([jnp.real(kernel), jnp.imag(kernel)], axis=1)
+
+
+def _site_tensors(product: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """Complex site tensors (B, n) from real product states and a `_real_kernel` (2^k, 2n)."""
+    with jax.named_scope("site_tensors"):
+        both = product @ kernel
+    n = kernel.shape[1] // 2
+    return jax.lax.complex(both[:, :n], both[:, n:])
+
+
 def run_network(plan: NetworkPlan, single: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
     """⟨Z⟩ (B, len(plan.qubits)) of a component simulated as one tensor per site.
 
-    Each site tensor is the site's encoded product state times its `site_kernel`. A chain's
-    kernels are permuted (not the batch) so that its tensors come out as (B, bonds to the
-    previous site, 2^k, bonds to the next) for `_contract_chain`.
+    ``single`` holds RX-encoded qubits (`encode`). Each site tensor is the site's encoded
+    product state times its `site_kernel`. A chain's kernels are permuted (not the batch) so
+    that its tensors come out as (B, bonds to the previous site, 2^k, bonds to the next) for
+    `_contract_chain`.
     """
     batch = single.shape[0]
-    products = [_merge([single[:, q, :] for q in site.qubits]).reshape(batch, -1)
+    real = _real_amplitudes(single)
+    products = [_merge([real[:, q, :] for q in site.qubits]).reshape(batch, -1)
                 for site in plan.sites]
     kernels = [site_kernel(site, angles) for site in plan.sites]
     if plan.chain is None:
         return _contract_all(plan, [
-            ((product @ kernel.reshape(product.shape[1], -1)).reshape((batch,) + kernel.shape[1:]),
-             labels)
+            (_site_tensors(product, _real_kernel(kernel.reshape(product.shape[1], -1))).reshape(
+                (batch,) + kernel.shape[1:]), labels)
             for product, (kernel, labels) in zip(products, kernels)
         ])
-    sites = []
+    shapes, flat = [], []
     for site, product, (kernel, labels), (left, right) in zip(
             plan.sites, products, kernels, plan.chain):
         order = [0] + [1 + labels.index(label) for label in (*left, *site.qubits, *right)]
-        kernel = jnp.transpose(kernel, order).reshape(product.shape[1], -1)
-        sites.append((product @ kernel).reshape(batch, 2**len(left), product.shape[1],
-                                                2**len(right)))
-    return _contract_chain(sites)
+        flat.append(_real_kernel(jnp.transpose(kernel, order).reshape(product.shape[1], -1)))
+        shapes.append((2**len(left), product.shape[1], 2**len(right)))
+    return _contract_chain(tuple(shapes), tuple(products), tuple(flat))
 
 
 def _contract_all(plan: NetworkPlan, tensors: list[tuple[jnp.ndarray, list[int]]]) -> jnp.ndarray:
@@ -391,36 +423,146 @@ def _contract_all(plan: NetworkPlan, tensors: list[tuple[jnp.ndarray, list[int]]
     return jnp.concatenate(values, axis=-1)
 
 
-def _contract_chain(sites: list[jnp.ndarray]) -> jnp.ndarray:
+# Batched matrix products (batch axis 0) as ``(lhs contracting axis, rhs contracting axis)``:
+# a @ b, a @ bᵀ and aᵀ @ b, the three forms the chain uses (each a single dot_general).
+_NN, _NT, _TN = (2, 1), (2, 2), (1, 1)
+
+
+def _bmm(name: str, form: tuple[int, int], a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """One named batched matrix product of 3-d operands (the name is what `cost` reports)."""
+    with jax.named_scope(name):
+        return jax.lax.dot_general(a, b, (((form[0],), (form[1],)), ((0,), (0,))))
+
+
+def _contract_chain(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
+                    kernels: tuple[jnp.ndarray, ...]) -> jnp.ndarray:
     """⟨Z⟩ of a chain of site tensors T[b, l, s, r] (b the batch) from environments.
 
+    Site i's tensor is ``products[i] @ kernels[i]`` (`_site_tensors`) of shape (B, ``shapes[i]``).
     The right environment ``R[l, l'] = Σ T[l,s,r] R_next[r,r'] T*[l',s,r']`` sums out every site
     after this one, the left environment every site before it, and the site's marginal is
     ``p[s] = Σ L[l,l'] T[l,s,r] R[r,r'] T*[l',s,r']``: a few batched products of small bond
     matrices (8 × 8 for 3-layer HQConv) per input instead of the 2^12 amplitudes of the full
     state. The layout (bond, site, bond) keeps every contraction a plain batched matrix product.
-    The sweeps also build an environment past the chain's far end, which nothing reads and
-    `jax.jit` drops.
     """
-    conj = [jnp.conj(t) for t in sites]
-    with_right = []  # each site with everything to its right summed in, last site first
-    env = None
-    for site, site_conj in zip(sites[::-1], conj[::-1]):
-        b, l, s, r = site.shape
-        if env is not None:
-            site = jnp.matmul(site.reshape(b, l * s, r), env).reshape(b, l, s, r)
-        with_right.append(site)
-        env = jnp.einsum("zlx,zmx->zlm", site.reshape(b, l, s * r), site_conj.reshape(b, l, s * r))
-    values, env = [], None
-    for site, site_conj, right in zip(sites, conj, with_right[::-1]):
-        b, l, s, r = site.shape
-        if env is not None:  # sum in everything to the left
-            right = jnp.einsum("zlm,zlx->zmx", env, right.reshape(b, l, s * r)).reshape(b, l, s, r)
-            site = jnp.einsum("zlm,zlx->zmx", env, site.reshape(b, l, s * r)).reshape(b, l, s, r)
-        probs = jnp.real(jnp.sum(right * site_conj, axis=(1, 3)))
-        values.append(expval_z_from_probs(probs, int(np.log2(s))))
-        env = jnp.einsum("zyr,zyq->zrq", site.reshape(b, l * s, r), site_conj.reshape(b, l * s, r))
-    return jnp.concatenate(values, axis=-1)
+    probs = _chain_marginals(shapes, products, kernels)
+    return jnp.concatenate([expval_z_from_probs(p, int(np.log2(p.shape[1]))) for p in probs],
+                           axis=-1)
+
+
+def _chain_sites(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
+                 kernels: tuple[jnp.ndarray, ...]) -> tuple[tuple, tuple]:
+    """The site tensors (B, l, s, r) and their conjugates, each written to memory once (XLA
+    would otherwise recompute them inside every product that reads them)."""
+    sites = tuple(_site_tensors(p, k).reshape((p.shape[0],) + shape)
+                  for p, k, shape in zip(products, kernels, shapes))
+    return jax.lax.optimization_barrier((sites, tuple(jnp.conj(t) for t in sites)))
+
+
+def _times_right(name: str, site: jnp.ndarray, right: jnp.ndarray | None) -> jnp.ndarray:
+    """T·R: the site tensor with a right environment (ket, bra) summed in; T at the chain's end."""
+    if right is None:
+        return site
+    b, l, s, r = site.shape
+    return _bmm(name, _NN, site.reshape(b, l * s, r), right).reshape(b, l, s, r)
+
+
+def _left_times(name: str, left: jnp.ndarray | None, site: jnp.ndarray) -> jnp.ndarray:
+    """Lᵀ·T: a left environment, kept as Lᵀ (bra, ket), applied to the site; T at the start."""
+    if left is None:
+        return site
+    b, l, s, r = site.shape
+    return _bmm(name, _NN, left, site.reshape(b, l, s * r)).reshape(b, l, s, r)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _chain_marginals(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
+                     kernels: tuple[jnp.ndarray, ...]) -> tuple[jnp.ndarray, ...]:
+    """Each site's marginal p[b, s] of a chain (see `_contract_chain`)."""
+    return _chain_forward(shapes, products, kernels)[0]
+
+
+def _chain_forward(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
+                   kernels: tuple[jnp.ndarray, ...]) -> tuple[tuple[jnp.ndarray, ...], tuple]:
+    """Marginals, and the environments the backward reuses: ``right[i]`` is R (ket, bra) of
+    the sites after site i, ``left[i]`` is Lᵀ (bra, ket) of those before it, None the 1 × 1
+    identity at the ends.
+
+    The backward recomputes the site tensors and their products with the environments instead
+    of keeping them: under `jax.lax.map` kept values are stacked over all chunks, and writing
+    and reading those stacks took longer than the three products that rebuild them.
+    """
+    n = len(shapes)
+    sites, conj = _chain_sites(shapes, products, kernels)
+    right: list = [None] * n
+    with_right: list = [None] * n
+    for i in range(n - 1, 0, -1):
+        b, l, s, r = sites[i].shape
+        with_right[i] = _times_right("chain/T.R", sites[i], right[i])
+        right[i - 1] = _bmm("chain/right_env", _NT, with_right[i].reshape(b, l, s * r),
+                            conj[i].reshape(b, l, s * r))
+    with_right[0] = _times_right("chain/T.R", sites[0], right[0])
+    left: list = [None] * n
+    probs = []
+    for i in range(n):
+        b, l, s, r = sites[i].shape
+        name = "chain/L.T" if right[i] is None else "chain/L.T.R"
+        both = _left_times(name, left[i], with_right[i])
+        probs.append(jnp.real(jnp.sum(both * conj[i], axis=(1, 3))))
+        if i < n - 1:
+            with_left = _left_times("chain/L.T", left[i], sites[i])
+            left[i + 1] = _bmm("chain/left_env", _TN, conj[i].reshape(b, l * s, r),
+                               with_left.reshape(b, l * s, r))
+    return tuple(probs), (products, kernels, tuple(left), tuple(right))
+
+
+def _chain_backward(shapes: tuple[tuple[int, int, int], ...], residuals: tuple,
+                    cotangents: tuple[jnp.ndarray, ...]) -> tuple:
+    """Cotangents of the product states and kernels from those of the marginals.
+
+    With g_i the marginals' cotangents, Σ g_i·p_i = ⟨ψ|G|ψ⟩ for G = Σ_i g_i (diagonal on site i),
+    and its derivative in T_i* is ``X_i = V_i·R_i + (Lᵀ·T)_i·RG_i`` with ``V_i = g_i ⊙ (Lᵀ·T)_i
+    + LGᵀ_i·T_i``: LG and RG are the environments of G's terms left and right of site i, swept
+    like L and R. That is six bond-matrix products for a middle site, and two more that rebuild
+    T·R and Lᵀ·T (autodiff of the forward needs ten). The derivative in the site tensors' real
+    and imaginary parts is 2·(Re X, Im X); the site-tensor product's backward is two plain
+    matrix products.
+    """
+    products, kernels, left, right = residuals
+    n = len(shapes)
+    sites, conj = _chain_sites(shapes, products, kernels)
+    g = [c[:, None, :, None] for c in cotangents]
+    right_g: list = [None] * n
+    for i in range(n - 1, 0, -1):
+        b, l, s, r = sites[i].shape
+        u = g[i] * _times_right("chain/T.R", sites[i], right[i])
+        if right_g[i] is not None:
+            u = u + _times_right("chain_vjp/T.RG", sites[i], right_g[i])
+        right_g[i - 1] = _bmm("chain_vjp/right_env", _NT, u.reshape(b, l, s * r),
+                              conj[i].reshape(b, l, s * r))
+    left_g = None
+    d_products, d_kernels = [], []
+    for i in range(n):
+        b, l, s, r = sites[i].shape
+        with_left = _left_times("chain/L.T", left[i], sites[i])
+        v = g[i] * with_left
+        if left_g is not None:
+            v = v + _left_times("chain_vjp/LG.T", left_g, sites[i])
+        if i < n - 1:
+            left_g = _bmm("chain_vjp/left_env", _TN, conj[i].reshape(b, l * s, r),
+                          v.reshape(b, l * s, r))
+        x = _times_right("chain_vjp/V.R", v, right[i])
+        if right_g[i] is not None:
+            x = x + _times_right("chain_vjp/L.T.RG", with_left, right_g[i])
+        x = x.reshape(b, -1)
+        d_site = 2 * jnp.concatenate([jnp.real(x), jnp.imag(x)], axis=1)
+        with jax.named_scope("site_tensors_vjp"):
+            d_products.append(jax.lax.dot_general(d_site, kernels[i], (((1,), (1,)), ((), ()))))
+            d_kernels.append(jax.lax.dot_general(products[i], d_site, (((0,), (0,)), ((), ()))))
+    return tuple(d_products), tuple(d_kernels)
+
+
+_chain_marginals.defvjp(_chain_forward, _chain_backward)
 
 
 _BATCH = 1_000_000  # einsum label of the batch axis (qubit and bond labels are smaller)
@@ -438,14 +580,33 @@ def simulate_flat(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jn
     return jnp.concatenate(values, axis=-1)[:, np.argsort(order)]
 
 
-def chunk_shape(n: int) -> tuple[int, int]:
-    """(chunks, size) for simulating ``n`` inputs at most `CHUNK` at a time, with equal chunks.
+def chunk_limit(ansatz: Ansatz) -> int:
+    """Inputs simulated at once: `CHUNK`, or fewer where the plan's largest tensor per input
+    would make a chunk's tensors exceed `CHUNK_BYTES`.
+
+    On CPU a chunk whose intermediates stay in the cache is faster: HQConv's middle site tensor
+    holds 1 024 amplitudes per input (8 KiB), so it runs in chunks of 256, and at 6 272 inputs
+    that takes about 0.65× the time of chunks of 2 048, forward and forward+backward. A dense
+    cluster, or a ring's full state, holds at most 2^(its qubits) amplitudes.
+    """
+    widest = 1
+    for plan in compile_plan(ansatz):
+        if isinstance(plan, NetworkPlan) and plan.chain is not None:
+            widest = max([widest] + [2 ** (len(site.qubits) + len(left) + len(right))
+                                     for site, (left, right) in zip(plan.sites, plan.chain)])
+        else:
+            widest = max(widest, 2 ** len(plan.qubits))
+    return max(1, min(CHUNK, CHUNK_BYTES // (widest * np.dtype(DTYPE).itemsize)))
+
+
+def chunk_shape(n: int, limit: int | None = None) -> tuple[int, int]:
+    """(chunks, size) for simulating ``n`` inputs at most ``limit`` (default `CHUNK`) at a time,
+    with equal chunks.
 
     Equal chunks pad fewer than ``chunks`` inputs (6 272 = 4 × 1 568, where chunks of 2 048 would
-    pad to 8 192 and simulate 30 % more), and on CPU a chunk that fits the cache is faster than
-    the whole batch at once.
+    pad to 8 192 and simulate 30 % more; for HQConv 6 272 = 25 × 251).
     """
-    chunks = -(-n // CHUNK)
+    chunks = -(-n // (CHUNK if limit is None else limit))
     return chunks, -(-n // chunks)
 
 
@@ -470,11 +631,11 @@ def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.nda
     lead = inputs.shape[:-1]
     flat = inputs.reshape(-1, ansatz.n_qubits).astype(jnp.float32)
     theta = theta.astype(jnp.float32)
-    n = flat.shape[0]
-    if n <= CHUNK:
+    n, limit = flat.shape[0], chunk_limit(ansatz)
+    if n <= limit:
         out = simulate_flat(ansatz, flat, theta)
-    else:  # bounded memory for big batches: chunks of CHUNK inputs, one after the other
-        chunks, size = chunk_shape(n)
+    else:  # bounded memory for big batches: chunks of at most `limit` inputs, one by one
+        chunks, size = chunk_shape(n, limit)
         padded = jnp.pad(flat, ((0, chunks * size - n), (0, 0)))
         out = jax.lax.map(lambda x: simulate_flat(ansatz, x, theta),
                           padded.reshape(chunks, size, ansatz.n_qubits))
