@@ -1,11 +1,19 @@
-"""Speed of the fast simulator vs PennyLane default.qubit (jit + vmap, backprop) on this CPU.
+"""Speed of the fast simulator vs PennyLane in its fastest configurations, on this CPU.
 
 Writes results/bench_circuits.json. Cases: HQConv and FQConv (3 layers, 12 qubits), batch 128
 (one vertex call) and 6 272 (128 images × 49 patches, one QuanvU-Net call), forward and
-forward + backward (gradients w.r.t. inputs and θ); plus HQConv forward at batch 343 000 (one
-QuanvU-Net call while sampling 7 000 images) on the fast simulator only.
+forward + backward (gradients of Σ sin(outputs) w.r.t. inputs and θ); plus HQConv forward at
+batch 343 000 (one QuanvU-Net call while sampling 7 000 images) on the fast simulator only.
 
-Usage: JAX_PLATFORMS=cpu python scripts/bench_circuits.py [--quick]
+The fast simulator is timed in this process. Every PennyLane mode (`PEERS`) × case runs in
+its own child process (``--peer``) under a wall-clock and a memory limit, so a mode that runs out
+of time or memory, or crashes, is recorded as such and never turned into a speed-up. Each child
+also checks that it computed the same function as the fast simulator (``max_abs_diff``).
+
+Usage: JAX_PLATFORMS=cpu python scripts/bench_circuits.py [--quick] [--ansatze A ...]
+           [--batches B ...] [--modes M ...] [--peers P ...] [--peer-timeout S]
+           [--peer-memory-gb G] [--out PATH]
+Child: JAX_PLATFORMS=cpu python scripts/bench_circuits.py --peer P --ansatz A --batch B --mode M
 """
 
 from __future__ import annotations
@@ -13,113 +21,311 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from qhd_lib.circuits import init_params, make_ansatz, simulate
+from qhd_lib.circuits import Ansatz, init_params, make_ansatz, simulate
 from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions
 
-# PennyLane's forward+backward at batch 6 272 did not finish in an attempt on the shared 2-core
-# machine (load average ~10): killed after more than 15 minutes (compilation included). It is
-# therefore not timed again; the speed-up for those cases is a lower bound.
-PENNYLANE_BIG_BACKWARD_LOWER_BOUND_S = 900.0
-PENNYLANE_BIG_BACKWARD_NOTE = (
-    "PennyLane not timed: an attempt (HQConv, 2026-11-25, load average ~10) ran for more than "
-    "15 min without finishing; speedup_lower_bound = 900 s / fast time")
+ANSATZE = ("hqconv", "fqconv")
+BATCHES = (128, 6272)
+SAMPLING_BATCH = 343_000
+MODES = ("forward", "forward+backward")
 
 
-def time_call(fn, *args, repeats: int) -> dict:
-    """Compile (first call) and then time ``repeats`` calls; seconds per call."""
+class Peer(NamedTuple):
+    """One PennyLane mode: its device, differentiation, batching and child environment."""
+
+    device: str
+    diff_method: str
+    interface: str  # "jax": float32, run under jax.jit; "autograd": float64 NumPy, no compiling
+    qnode_kwargs: dict[str, Any]
+    broadcast: bool  # the whole batch in one QNode call; else jax.vmap over one-input calls
+    env: dict[str, str]
+    description: str
+
+
+# lightning.qubit runs under autograd: through JAX it runs only inside jax.pure_callback, one
+# input per callback under jax.vmap, 3x slower at batch 16 (forward 0.29 s vs 0.08 s, gradient
+# 1.27 s vs 0.41 s on the loaded CPU); broadcasting under jax.jit is out of reach, as PennyLane
+# splits the batch into one tape per input in traced JAX code (a jaxpr of 184 k lines for the
+# gradient at batch 64). With OpenMP's default 2 threads on the shared 2-core CPU, Lightning
+# executed up to 70x slower than with one.
+PEERS: dict[str, Peer] = {
+    "default.qubit-broadcast": Peer(
+        "default.qubit", "backprop", "jax", {}, True, {},
+        "qml.device('default.qubit'), qml.qnode(interface='jax', diff_method='backprop'); the "
+        "whole batch in one QNode call (parameter broadcasting: AngleEmbedding inputs (B, 12)); "
+        "float32; jax.jit"),
+    "default.qubit-vmap": Peer(
+        "default.qubit", "backprop", "jax", {}, False, {},
+        "qml.device('default.qubit'), qml.qnode(interface='jax', diff_method='backprop'); one "
+        "input per QNode call, jax.vmap over the batch; float32; jax.jit (the released code)"),
+    "lightning.qubit-adjoint": Peer(
+        "lightning.qubit", "adjoint", "autograd", {"device_vjp": True}, True,
+        {"OMP_NUM_THREADS": "1"},
+        "qml.device('lightning.qubit') (complex128), qml.qnode(interface='autograd', "
+        "diff_method='adjoint', device_vjp=True); the whole batch in one QNode call (parameter "
+        "broadcasting, which PennyLane expands into one tape per input, executed as one batch); "
+        "float64 NumPy inputs, gradient by qml.grad; OMP_NUM_THREADS=1"),
+}
+CHECK_INPUTS = 8  # inputs on which a child compares outputs / input gradients
+TOLERANCE = 1e-4  # agreement: max |peer − fast| ≤ TOLERANCE · max(1, max |fast|)
+WARNING_FILTERS = (".*complex128.*complex64.*", ".*[Cc]asting.*complex.*")
+
+
+def inputs(ansatz: Ansatz, batch: int) -> tuple[jax.Array, jax.Array]:
+    """The benchmark's inputs and θ: the same in the parent and in every child."""
+    theta = init_params(jax.random.key(0), ansatz)
+    x = jax.random.uniform(jax.random.key(1), (batch, ansatz.n_qubits), minval=-3, maxval=3)
+    return x, theta
+
+
+def max_calls(batch: int, peer: bool) -> int:
+    """Timed calls per case: fewer at large batch, where one call already takes seconds."""
+    if batch > 1000:
+        return 2 if peer else 3
+    return 3 if peer else 10
+
+
+def time_calls(fn: Callable, args: tuple, calls: int, jit: bool = True, budget_s: float = 30.0
+               ) -> tuple[Any, dict[str, Any]]:
+    """Call ``fn(*args)`` ``calls`` times or until the calls took ``budget_s`` seconds (at least
+    once). Returns the last output and seconds per call (best of the calls). With ``jit``,
+    ``jax.jit(fn)`` is compiled ahead of time and tracing + compilation is timed apart, so it never
+    enters the steady-state time; without (NumPy peers), ``compile_seconds`` is None."""
     start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
+    if jit:
+        fn = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start if jit else None
+    times: list[float] = []
+    while len(times) < calls and sum(times) < budget_s:
         start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
+        out = jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    times = times or [compile_s]  # repeats=0: the first call, compilation included
-    return {"seconds": min(times), "median_seconds": sorted(times)[len(times) // 2],
-            "repeats": repeats, "first_call_seconds": compile_s}
+    return out, {"seconds": min(times), "median_seconds": sorted(times)[len(times) // 2],
+                 "calls": len(times), "first_call_seconds": times[0],
+                 "compile_seconds": compile_s}
 
 
-def fast_fns(ansatz):
-    def forward(x, theta):
-        return simulate(ansatz, x, theta)
-
-    def loss(x, theta):
-        return jnp.sum(jnp.sin(simulate(ansatz, x, theta)))
-
-    return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1)))
-
-
-def pennylane_fns(ansatz):
-    from qhd_lib.circuits.reference import make_qnode
-
-    qnode = make_qnode(ansatz, diff_method="backprop")
-
-    def forward(x, theta):
-        return jax.vmap(lambda xi: jnp.stack(qnode(xi, theta)))(x)
-
+def with_loss(forward: Callable) -> tuple[Callable, Callable]:
+    """``(forward, gradient of Σ sin(forward) w.r.t. inputs and θ)``, neither jitted."""
     def loss(x, theta):
         return jnp.sum(jnp.sin(forward(x, theta)))
 
-    return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return forward, jax.grad(loss, argnums=(0, 1))
+
+
+def fast_fns(ansatz: Ansatz) -> tuple[Callable, Callable]:
+    """The fast simulator's forward and forward + backward."""
+    return with_loss(lambda x, theta: simulate(ansatz, x, theta))
+
+
+def peer_fns(peer: str, ansatz: Ansatz) -> tuple[Callable, Callable]:
+    """The PennyLane mode ``peer`` (see `PEERS`): forward and forward + backward, on the
+    benchmark's JAX arrays (an autograd peer converts them to float64 NumPy inside, as part of
+    its call)."""
+    import pennylane as qml
+    from pennylane import numpy as pnp
+
+    from qhd_lib.circuits.reference import apply_ansatz
+
+    spec = PEERS[peer]
+
+    @qml.qnode(qml.device(spec.device, wires=ansatz.n_qubits), interface=spec.interface,
+               diff_method=spec.diff_method, **spec.qnode_kwargs)
+    def circuit(x, theta):
+        qml.AngleEmbedding(x, wires=range(ansatz.n_qubits), rotation="X")
+        apply_ansatz(ansatz, theta)
+        return [qml.expval(qml.PauliZ(q)) for q in range(ansatz.n_qubits)]
+
+    if spec.interface == "autograd":
+        def loss(x, theta):
+            return pnp.sum(pnp.sin(pnp.stack(circuit(x, theta), axis=-1)))
+
+        def forward(x, theta):
+            return pnp.stack(circuit(*(np.asarray(a, np.float64) for a in (x, theta))), axis=-1)
+
+        def backward(x, theta):
+            x, theta = (pnp.array(np.asarray(a, np.float64), requires_grad=True)
+                        for a in (x, theta))
+            return tuple(qml.grad(loss, argnums=[0, 1])(x, theta))
+
+        return forward, backward
+    if spec.broadcast:
+        return with_loss(lambda x, theta: jnp.stack(circuit(x, theta), axis=-1))
+    return with_loss(lambda x, theta: jax.vmap(lambda xi: jnp.stack(circuit(xi, theta)))(x))
+
+
+def agreement(ansatz: Ansatz, mode: str, x: jax.Array, theta: jax.Array, out: Any
+              ) -> dict[str, Any]:
+    """Max |peer − fast simulator|: outputs or input gradients on the first `CHECK_INPUTS`
+    inputs, and the θ gradient (a sum over the whole batch); and whether all are within
+    `TOLERANCE`, so the JSON shows that every mode computed the same function."""
+    forward, backward = (jax.jit(f) for f in fast_fns(ansatz))
+    n = CHECK_INPUTS
+    if mode == "forward":
+        pairs = {"outputs": (out[:n], forward(x[:n], theta))}
+    else:
+        grad_x, grad_theta = backward(x, theta)
+        pairs = {"grad_inputs": (out[0][:n], grad_x[:n]), "grad_theta": (out[1], grad_theta)}
+    diffs, agrees = {}, True
+    for key, (peer, fast) in pairs.items():
+        peer, fast = np.asarray(peer, np.float64), np.asarray(fast, np.float64)
+        diffs[key] = float(np.max(np.abs(peer - fast)))
+        agrees &= diffs[key] <= TOLERANCE * max(1.0, float(np.max(np.abs(fast))))
+    return {"max_abs_diff": diffs, "agrees": agrees}
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Time one PennyLane mode on one case; print one JSON line (the parent reads the last)."""
+    ansatz = make_ansatz(args.ansatz)
+    x, theta = inputs(ansatz, args.batch)
+    fn = peer_fns(args.peer, ansatz)[MODES.index(args.mode)]
+    out, timing = time_calls(fn, (x, theta), max_calls(args.batch, peer=True),
+                             jit=PEERS[args.peer].interface == "jax")
+    check = agreement(ansatz, args.mode, x, theta, out)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+    print(json.dumps({"status": "ok" if check["agrees"] else "mismatch", **timing, **check,
+                      "peak_rss_gb": peak_gb}), flush=True)
+
+
+def rss_gb(pid: int) -> float:
+    """Resident memory of process ``pid`` in GiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def available_gb() -> float:
+    """MemAvailable from /proc/meminfo, in GiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def run_peer(peer: str, ansatz: str, batch: int, mode: str, timeout_s: float,
+             memory_gb: float) -> dict[str, Any]:
+    """Run one child; its JSON result, or why it has none ("timeout", "out_of_memory",
+    "crashed" with the exit code and the last 4 lines of stderr, as JAX ends its tracebacks with
+    a note). The child is killed past ``timeout_s`` seconds or ``memory_gb`` GiB resident, before
+    the kernel's OOM killer can pick a process of another user of this machine."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--peer", peer, "--ansatz", ansatz,
+           "--batch", str(batch), "--mode", mode]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT,
+                                env={**os.environ, **PEERS[peer].env})
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, rss_gb(proc.pid))
+            if time.perf_counter() - start > timeout_s:
+                killed = {"status": "timeout", "limit_s": timeout_s}
+            elif peak > memory_gb:
+                killed = {"status": "out_of_memory", "limit_gb": memory_gb, "rss_gb": peak}
+            else:
+                time.sleep(0.25)
+                continue
+            proc.kill()
+            proc.wait()
+            return killed
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        lines = out.read().decode(errors="replace").splitlines()
+        err_lines = [s for s in err.read().decode(errors="replace").splitlines() if s.strip()]
+    if proc.returncode != 0 or not lines:
+        code = proc.returncode
+        return {"status": "crashed", "returncode": code,
+                "signal": signal.Signals(-code).name if code < 0 else None,
+                "stderr_tail": err_lines[-4:], "wall_seconds": wall}
+    return {**json.loads(lines[-1]), "wall_seconds": wall}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 128 only, no 343 000")
+    parser.add_argument("--ansatze", nargs="+", choices=ANSATZE, default=list(ANSATZE))
+    parser.add_argument("--batches", nargs="+", type=int,
+                        help=f"default {' '.join(map(str, BATCHES))}; given: no {SAMPLING_BATCH}")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=list(PEERS))
+    parser.add_argument("--peer-timeout", type=float, default=600.0,
+                        help="wall-clock seconds per PennyLane child (compilation included)")
+    parser.add_argument("--peer-memory-gb", type=float,
+                        help="resident GiB per child (default 80%% of MemAvailable at start)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_circuits.json")
+    parser.add_argument("--peer", choices=list(PEERS), help=argparse.SUPPRESS)
+    parser.add_argument("--ansatz", choices=ANSATZE, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # PennyLane in single precision casts its complex128 matrices to complex64 and says so
-    warnings.filterwarnings("ignore", message=".*complex128.*complex64.*")
-    warnings.filterwarnings("ignore", message=".*[Cc]asting.*complex.*")
+    for message in WARNING_FILTERS:
+        warnings.filterwarnings("ignore", message=message)
+    if args.peer:
+        run_child(args)
+        return
 
     wall = time.perf_counter()
     load_before = os.getloadavg()
-    batches = [128] if args.quick else [128, 6272]
+    memory_gb = args.peer_memory_gb or 0.8 * available_gb()
+    batches = [128] if args.quick else args.batches or list(BATCHES)
     cases = []
-    for name in ("hqconv", "fqconv"):
+    for name in args.ansatze:
         ansatz = make_ansatz(name)
-        theta = init_params(jax.random.key(0), ansatz)
         fast = fast_fns(ansatz)
-        reference = pennylane_fns(ansatz)
         for batch in batches:
-            x = jax.random.uniform(jax.random.key(1), (batch, ansatz.n_qubits), minval=-3, maxval=3)
-            for mode, index in (("forward", 0), ("forward+backward", 1)):
-                big = batch > 1000
-                f = time_call(fast[index], x, theta, repeats=3 if big else 10)
-                case = {"ansatz": name, "batch": batch, "mode": mode, "fast": f}
-                if big and index == 1:
-                    case.update(pennylane=None, speedup=None, note=PENNYLANE_BIG_BACKWARD_NOTE)
-                    if name == "hqconv":  # the case the timed-out attempt measured
-                        case["speedup_lower_bound"] = PENNYLANE_BIG_BACKWARD_LOWER_BOUND_S / f["seconds"]
-                else:
-                    p = time_call(reference[index], x, theta, repeats=1 if big else 3)
-                    case.update(pennylane=p, speedup=p["seconds"] / f["seconds"])
-                print(f"{name:7s} {batch:6d} {mode:17s} fast {f['seconds']:.4f}s  "
-                      f"speedup {case['speedup'] or 0:.0f}x", flush=True)
+            x, theta = inputs(ansatz, batch)
+            for mode in args.modes:
+                _, f = time_calls(fast[MODES.index(mode)], (x, theta), max_calls(batch, False))
+                peers = {p: run_peer(p, name, batch, mode, args.peer_timeout, memory_gb)
+                         for p in args.peers}
+                done = {p: r["seconds"] for p, r in peers.items() if r["status"] == "ok"}
+                fastest = min(done, key=done.get) if done else None
+                case = {"ansatz": name, "batch": batch, "mode": mode, "fast": f, "peers": peers,
+                        "fastest_peer": fastest,
+                        "speedup": done[fastest] / f["seconds"] if fastest else None}
+                brief = "  ".join(f"{p} " + (f"{r['seconds']:.3f}s" if p in done else r["status"])
+                                  for p, r in peers.items())
+                print(f"{name:7s} {batch:6d} {mode:17s} fast {f['seconds']:.4f}s  {brief}",
+                      flush=True)
                 cases.append(case)
-    if not args.quick:
+    if not (args.quick or args.batches) and "hqconv" in args.ansatze:
         ansatz = make_ansatz("hqconv")
-        theta = init_params(jax.random.key(0), ansatz)
-        x = jax.random.uniform(jax.random.key(1), (343_000, 12), minval=-3, maxval=3)
-        f = time_call(fast_fns(ansatz)[0], x, theta, repeats=0)
-        print(f"hqconv  343000 forward           fast {f['seconds']:.2f}s", flush=True)
-        cases.append({"ansatz": "hqconv", "batch": 343_000, "mode": "forward", "fast": f,
-                      "pennylane": None, "speedup": None,
+        _, f = time_calls(fast_fns(ansatz)[0], inputs(ansatz, SAMPLING_BATCH), 1)
+        print(f"hqconv  {SAMPLING_BATCH} forward           fast {f['seconds']:.2f}s", flush=True)
+        cases.append({"ansatz": "hqconv", "batch": SAMPLING_BATCH, "mode": "forward", "fast": f,
+                      "peers": {}, "fastest_peer": None, "speedup": None,
                       "note": "one QuanvU-Net circuit call while sampling 7 000 images"})
 
     result = {
-        "what": "12-qubit ansaetze, 3 layers: fast JAX simulator vs PennyLane default.qubit "
-                "(jit + vmap, backprop, single precision); seconds per call (best of repeats); "
-                "forward+backward = gradient of a scalar loss w.r.t. inputs and theta",
+        "what": "12-qubit ansaetze, 3 layers: fast JAX simulator (single precision) vs "
+                "PennyLane's fastest modes (peer_modes), each in its own process; seconds per "
+                "call (best of the calls, compilation apart); forward+backward = gradient of "
+                "sum(sin(outputs)) w.r.t. inputs and theta; speedup = time of the fastest peer "
+                "that finished and agreed / fast time",
+        "peer_modes": {p: PEERS[p].description for p in args.peers},
+        "peer_limits": {"wall_seconds": args.peer_timeout, "resident_gb": memory_gb,
+                        "agreement": f"max |peer - fast| <= {TOLERANCE} * max(1, max |fast|) "
+                                     f"(outputs, input gradients: first {CHECK_INPUTS} inputs)"},
         "cases": cases,
         "provenance": {
             "command": " ".join([Path(sys.executable).name] + sys.argv),
@@ -130,14 +336,14 @@ def main() -> None:
             "load_average_after": os.getloadavg(),
             "load_note": "the 2-core machine is shared with other jobs: absolute times are "
                          "noisy, the speed-up (same run, same load) is the robust figure",
-            "packages": package_versions(("jax", "jaxlib", "pennylane", "numpy")),
+            "packages": package_versions(("jax", "jaxlib", "pennylane", "pennylane_lightning",
+                                          "numpy")),
             "wall_seconds": time.perf_counter() - wall,
         },
     }
-    out = ROOT / "results" / "bench_circuits.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

