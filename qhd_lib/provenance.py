@@ -18,12 +18,14 @@ PACKAGES: tuple[str, ...] = ("qhd-book", "jax", "jaxlib", "flax", "optax", "nump
 
 
 def git_commit() -> str:
-    """``git rev-parse HEAD``, suffixed ``-dirty`` when tracked files differ from it; else "uncommitted"."""
+    """``git rev-parse HEAD``, suffixed ``-dirty`` when tracked files outside ``results/`` differ
+    from it (a run rewriting its own result file stays clean); else "uncommitted"."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                 ".", ":!results"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "uncommitted"
     commit = head.stdout.strip()
