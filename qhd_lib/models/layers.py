@@ -179,8 +179,9 @@ def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
     treat images independently.
 
     On a CPU the wide intermediates of one group stay in the cache instead of streaming the
-    whole batch's through memory, and `jax.checkpoint` makes the backward pass recompute them
-    group by group instead of storing them. Equal groups, the last padded with zero images.
+    whole batch's through memory. What the backward pass keeps of each group is what ``fn``'s
+    VJP saves: give ``fn`` a custom VJP with small residuals (as `linear_attention`), or wrap
+    it in `jax.checkpoint`. Equal groups, the last padded with zero images.
     """
     b, n = x.shape[:2]
     per_group = max(1, (positions or POSITIONS_PER_CHUNK) // n)
@@ -189,8 +190,71 @@ def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
     groups = -(-b // per_group)
     size = -(-b // groups)
     padded = jnp.pad(x, ((0, groups * size - b),) + ((0, 0),) * (x.ndim - 1))
-    out = jax.lax.map(jax.checkpoint(fn), padded.reshape(groups, size, *x.shape[1:]))
+    out = jax.lax.map(fn, padded.reshape(groups, size, *x.shape[1:]))
     return out.reshape(groups * size, *out.shape[2:])[:b]
+
+
+def _query_softmax(x: jax.Array, w_q: jax.Array, heads: int) -> jax.Array:
+    """softmax of ``x W_q`` over each head's features: (B, N, h·d)."""
+    b, n, _ = x.shape
+    return nn.softmax((x @ w_q).reshape(b, n, heads, -1), axis=-1).reshape(b, n, -1)
+
+
+def _key_exponentials(x: jax.Array, w_k: jax.Array) -> jax.Array:
+    """``exp(k − max_n k)`` with ``k = x W_k``: the keys' softmax over positions before its sum."""
+    k = x @ w_k
+    return jnp.exp(k - jnp.max(k, axis=1, keepdims=True))
+
+
+def _head_matrices(kx: jax.Array, wvo: jax.Array, scale: float) -> jax.Array:
+    """``M_h = scale · (kᵀx)_hᵀ (W_v W_out)_h`` for every image and head, stacked: (B, h·d, C)."""
+    b, c, inner = kx.shape
+    heads = wvo.shape[0]
+    m = jnp.einsum("bchd,hce->bhde", kx.reshape(b, c, heads, -1), wvo)
+    return scale * m.reshape(b, inner, -1)
+
+
+@jax.custom_vjp
+def _linear_attention(x: jax.Array, w_q: jax.Array, w_k: jax.Array, wvo: jax.Array
+                      ) -> jax.Array:
+    return _linear_attention_fwd(x, w_q, w_k, wvo)[0]
+
+
+def _linear_attention_fwd(x, w_q, w_k, wvo):
+    b, n, _ = x.shape
+    heads, inner = wvo.shape[0], w_q.shape[1]
+    p = _query_softmax(x, w_q, heads)
+    e = _key_exponentials(x, w_k)
+    s = jnp.sum(e, axis=1)  # (b, h·d)
+    kx = jnp.einsum("bnc,bnj->bcj", x, e) / s[:, None, :]  # kᵀx: (b, c, h·d)
+    scale = 1.0 / (n * math.sqrt(inner // heads))
+    m = _head_matrices(kx, wvo, scale)
+    return jnp.einsum("bnj,bjc->bnc", p, m), (x, w_q, w_k, wvo, s, kx, m)
+
+
+def _linear_attention_bwd(residuals, g):
+    """The gradients by hand: q's softmax and the keys' exponentials are recomputed from x
+    (cheaper than storing them), the small per-image matrices are kept."""
+    x, w_q, w_k, wvo, s, kx, m = residuals
+    b, n, c = x.shape
+    heads, inner = wvo.shape[0], w_q.shape[1]
+    scale = 1.0 / (n * math.sqrt(inner // heads))
+    p = _query_softmax(x, w_q, heads)
+    e = _key_exponentials(x, w_k)
+    dm = jnp.einsum("bnj,bnc->bjc", p, g).reshape(b, heads, -1, c)
+    dp = jnp.einsum("bnc,bjc->bnj", g, m).reshape(b, n, heads, -1)
+    ph = p.reshape(b, n, heads, -1)
+    dq = (ph * (dp - jnp.sum(ph * dp, axis=-1, keepdims=True))).reshape(b, n, inner)
+    dkx = scale * jnp.einsum("bhde,hce->bchd", dm, wvo).reshape(b, c, inner)
+    dwvo = scale * jnp.einsum("bchd,bhde->hce", kx.reshape(b, c, heads, -1), dm)
+    da = dkx / s[:, None, :]  # through kᵀx = (xᵀe) / s: the product ...
+    ds = -jnp.sum(da * kx, axis=1)  # ... and the sum
+    dk = e * (jnp.einsum("bnc,bcj->bnj", x, da) + ds[:, None, :])
+    dx = jnp.einsum("bnj,bcj->bnc", e, da) + dq @ w_q.T + dk @ w_k.T
+    return dx, jnp.einsum("bnc,bnj->cj", x, dq), jnp.einsum("bnc,bnj->cj", x, dk), dwvo
+
+
+_linear_attention.defvjp(_linear_attention_fwd, _linear_attention_bwd)
 
 
 def linear_attention(x: jax.Array, w_qkv: jax.Array, w_out: jax.Array, heads: int) -> jax.Array:
@@ -205,19 +269,13 @@ def linear_attention(x: jax.Array, w_qkv: jax.Array, w_out: jax.Array, heads: in
       (`value_output_product`), so ``Σ_h q_h M_h`` comes out C wide directly.
 
     The keys' softmax over positions is ``e / Σ_n e`` with ``e = exp(k − max_n k)``; the sum is
-    divided out of ``kᵀ x`` after the product instead of out of every ``e``.
+    divided out of ``kᵀ x`` after the product instead of out of every ``e``. The backward pass
+    is written by hand: it keeps only ``kᵀx``, the sums and ``M_h`` (a few numbers per image)
+    and recomputes q and e from x.
     """
-    b, n, c = x.shape
     inner = w_out.shape[0]
-    d = inner // heads
-    q = nn.softmax((x @ w_qkv[:, :inner]).reshape(b, n, heads, d), axis=-1)
-    q = q.reshape(b, n, inner) / math.sqrt(d)
-    k = x @ w_qkv[:, inner : 2 * inner]
-    e = jnp.exp(k - jax.lax.stop_gradient(jnp.max(k, axis=1, keepdims=True)))
-    kx = jnp.einsum("bnc,bnj->bcj", x, e) / jnp.sum(e, axis=1)[:, None, :]  # kᵀ x: (b, c, h·d)
-    wvo = value_output_product(w_qkv[:, 2 * inner :], w_out, heads) / n
-    m = jnp.einsum("bchd,hce->bhde", kx.reshape(b, c, heads, d), wvo)  # M_h: (b, h, d, c)
-    return jnp.einsum("bnj,bjc->bnc", q, m.reshape(b, inner, c))
+    wvo = value_output_product(w_qkv[:, 2 * inner :], w_out, heads)
+    return _linear_attention(x, w_qkv[:, :inner], w_qkv[:, inner : 2 * inner], wvo)
 
 
 class LinearAttention(nn.Module):
