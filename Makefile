@@ -15,7 +15,7 @@ export MPLBACKEND := Agg
 export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/qhd-book/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 1
 
-.PHONY: setup data weights browser book test unit nbtest notebooks bench clean
+.PHONY: setup data weights browser book test lint unit nbtest notebooks bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,14 @@ weights: $(STAMP)
 book: setup
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
-## test: the book build (-W), unit tests (the browser check reads that build),
+## test: the linter, the book build (-W), unit tests (the browser check reads that build),
 ## then every notebook executed at smoke scale
-test: book browser unit nbtest
+test: lint book browser unit nbtest
+
+## lint: ruff's checks and formatting (configured in pyproject.toml); `ruff format` fixes the latter
+lint: setup
+	$(VENV)/bin/ruff check qhd_lib scripts tests
+	$(VENV)/bin/ruff format --check qhd_lib scripts tests
 
 unit: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider

@@ -10,7 +10,9 @@ One module per concept, each importable on its own (importing ``qhd_lib`` loads 
 - ``qhd_lib.models``      the U-Net and its hybrids (QVU-Net, QuanvU-Net), paper configurations
 - ``qhd_lib.train``       Adam + EMA + checkpoints + transfer learning
 - ``qhd_lib.metrics``     FID / KID / IS with offline Inception weights
-- ``qhd_lib.experiments`` the command-line runner that writes ``results/``
+- ``qhd_lib.io``          every file written: atomic bytes and JSON, uint8 image archives
+- ``qhd_lib.provenance``  command, commit, device and versions beside every result
+- ``qhd_lib.experiments`` runs as config trees: train, sample, measure, record in ``results/``
 - ``qhd_lib.plotting``    figures in the book's one style
 - ``qhd_lib.widgets``     the interactive cells of the chapters
 

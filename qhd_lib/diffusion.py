@@ -12,7 +12,8 @@ Nothing here imports PennyLane or torch; every function is jit-able and batched 
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +55,11 @@ class Schedule(NamedTuple):
 
 
 def _check_positive_timesteps(timesteps: int) -> None:
-    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) or timesteps <= 0:
+    if (
+        isinstance(timesteps, bool)
+        or not isinstance(timesteps, (int, np.integer))
+        or timesteps <= 0
+    ):
         raise ValueError(
             f"timesteps must be a positive integer (the number of diffusion steps T), got "
             f"{timesteps!r}; the paper uses T = 1000"
@@ -74,8 +79,8 @@ def linear_betas(timesteps: int) -> np.ndarray:
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
     """Cosine schedule of Nichol & Dhariwal (2021): alpha_bar(t) = cos^2((t/T + s)/(1 + s) pi/2).
 
-    Betas are ``1 - alpha_bar_t / alpha_bar_{t-1}`` clipped to ``max_beta`` (the last one would be 1),
-    as in denoising-diffusion-flax and lucidrains' denoising-diffusion-pytorch.
+    Betas are ``1 - alpha_bar_t / alpha_bar_{t-1}`` clipped to ``max_beta`` (the last one would
+    be 1), as in denoising-diffusion-flax and lucidrains' denoising-diffusion-pytorch.
     """
     _check_positive_timesteps(timesteps)
     u = np.linspace(0.0, 1.0, timesteps + 1, dtype=np.float64)
@@ -134,8 +139,9 @@ def check_timesteps(schedule: Schedule, t: jax.Array | int) -> None:
         )
     if t_np.size and (t_np.min() < 0 or t_np.max() >= schedule.timesteps):
         raise ValueError(
-            f"time step out of range: got values in [{t_np.min()}, {t_np.max()}], but t must lie in "
-            f"[0, {schedule.timesteps}) (0-indexed: t = 0 is the first noising step, "
+            f"time step out of range: got values in [{t_np.min()}, {t_np.max()}], "
+            f"but t must lie in [0, {schedule.timesteps}) "
+            "(0-indexed: t = 0 is the first noising step, "
             f"t = T - 1 = {schedule.timesteps - 1} the last)"
         )
 
@@ -146,7 +152,9 @@ def _at(values: jax.Array, t: jax.Array | int, x: jax.Array) -> jax.Array:
     return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
 
 
-def q_step(schedule: Schedule, x_prev: jax.Array, t: jax.Array | int, noise: jax.Array) -> jax.Array:
+def q_step(
+    schedule: Schedule, x_prev: jax.Array, t: jax.Array | int, noise: jax.Array
+) -> jax.Array:
     """One forward step (eq. 1): ``x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps_t``.
 
     ``t`` is 0-indexed: ``t = 0`` maps the clean image to the paper's ``x_1``.
@@ -182,7 +190,8 @@ def predict_x0_from_noise(
 def predict_noise_from_x0(
     schedule: Schedule, x_t: jax.Array, t: jax.Array | int, x0: jax.Array
 ) -> jax.Array:
-    """Invert eq. 4 for the noise: ``eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)``."""
+    """Invert eq. 4 for the noise:
+    ``eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)``."""
     check_timesteps(schedule, t)
     return (_at(schedule.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / _at(
         schedule.sqrt_recipm1_alphas_cumprod, t, x_t
@@ -200,9 +209,10 @@ def q_posterior(
     At the 0-indexed ``t = 0`` the mean is x_0 itself and the variance 0 (log clipped at 1e-20).
     """
     check_timesteps(schedule, t)
-    mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(
-        schedule.posterior_mean_coef2, t, x_t
-    ) * x_t
+    mean = (
+        _at(schedule.posterior_mean_coef1, t, x_t) * x0
+        + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
+    )
     variance = jnp.broadcast_to(_at(schedule.posterior_variance, t, x_t), x_t.shape)
     log_variance = jnp.broadcast_to(_at(schedule.posterior_log_variance_clipped, t, x_t), x_t.shape)
     return mean, variance, log_variance
@@ -224,7 +234,8 @@ def model_mean(schedule: Schedule, x_t: jax.Array, t: jax.Array | int, eps: jax.
 def p2_weight(
     schedule: Schedule, t: jax.Array | int, gamma: float = 1.0, k: float = 1.0
 ) -> jax.Array:
-    """P2 loss weight (Choi et al. 2022): ``(k + SNR_t)^-gamma`` with ``SNR_t = alpha_bar_t / (1 - alpha_bar_t)``.
+    """P2 loss weight (Choi et al. 2022): ``(k + SNR_t)^-gamma`` with
+    ``SNR_t = alpha_bar_t / (1 - alpha_bar_t)``.
 
     The paper's runs use gamma = 1, k = 1, i.e. weight ``1 - alpha_bar_t``; gamma = 0 gives eq. 8
     unweighted. Quirk of the released code: it reads k from the gamma setting (``p2_loss_weight_k
@@ -244,7 +255,8 @@ def loss_fn(
     p2_gamma: float = 1.0,
     p2_k: float = 1.0,
 ) -> jax.Array:
-    """P2-weighted noise-prediction loss (eq. 8): the batch mean of ``w_t * mean((eps_hat - eps)^2)``.
+    """P2-weighted noise-prediction loss (eq. 8): the batch mean of
+    ``w_t * mean((eps_hat - eps)^2)``.
 
     For each image t ~ U{0, ..., T-1} (0-indexed) and eps ~ N(0, I); x_t comes from eq. 4 and
     ``eps_hat = apply_fn(params, x_t, t)``. The squared error is averaged over pixels, weighted by
@@ -261,7 +273,11 @@ def loss_fn(
 
 
 def ddpm_step(
-    schedule: Schedule, apply_fn: ApplyFn, params: object, x_t: jax.Array, t: jax.Array | int,
+    schedule: Schedule,
+    apply_fn: ApplyFn,
+    params: object,
+    x_t: jax.Array,
+    t: jax.Array | int,
     key: jax.Array,
 ) -> jax.Array:
     """One ancestral step of the paper's sampler, x_t -> x_{t-1}, for a scalar 0-indexed ``t``.
@@ -279,7 +295,11 @@ def ddpm_step(
 
 
 def ddim_step(
-    schedule: Schedule, apply_fn: ApplyFn, params: object, x_t: jax.Array, t: jax.Array | int,
+    schedule: Schedule,
+    apply_fn: ApplyFn,
+    params: object,
+    x_t: jax.Array,
+    t: jax.Array | int,
     t_prev: jax.Array | int,
 ) -> jax.Array:
     """One deterministic DDIM step (Song et al. 2021, eta = 0) from step t to an earlier t_prev.
@@ -321,8 +341,11 @@ def _run_chunk(
 _run_chunk_jit = jax.jit(_run_chunk, static_argnames=("apply_fn", "method"))
 
 
-def sampling_timesteps(schedule: Schedule, method: str = "ddpm", steps: int | None = None) -> np.ndarray:
-    """The descending time steps a sampler visits: all T for DDPM, ``steps`` evenly spaced for DDIM."""
+def sampling_timesteps(
+    schedule: Schedule, method: str = "ddpm", steps: int | None = None
+) -> np.ndarray:
+    """The descending time steps a sampler visits: all T for DDPM, ``steps`` evenly spaced for
+    DDIM."""
     T = schedule.timesteps
     if method not in SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; use one of {', '.join(SAMPLERS)}")
@@ -350,7 +373,8 @@ def sample(
     steps: int | None = None,
     chunk: int = 100,
 ) -> jax.Array:
-    """Draw ``shape[0]`` images in [-1, 1] by running the reverse process from x_T ~ N(0, I) (eq. 5).
+    """Draw ``shape[0]`` images in [-1, 1] by running the reverse process from x_T ~ N(0, I)
+    (eq. 5).
 
     ``method="ddpm"`` (default) is the paper's protocol: ancestral sampling over all T steps with
     the x_0 estimate clipped to [-1, 1], the posterior mean of :func:`q_posterior` and variance
@@ -373,8 +397,14 @@ def sample(
         for start in range(0, len(ts), chunk):
             sl = slice(start, start + chunk)
             x = _run_chunk_jit(
-                schedule, params, x, key_steps, jnp.asarray(ts[sl]), jnp.asarray(ts_prev[sl]),
-                apply_fn=apply_fn, method=method,
+                schedule,
+                params,
+                x,
+                key_steps,
+                jnp.asarray(ts[sl]),
+                jnp.asarray(ts_prev[sl]),
+                apply_fn=apply_fn,
+                method=method,
             )
             if progress:
                 x.block_until_ready()

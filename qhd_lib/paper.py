@@ -12,23 +12,38 @@ U-Net's parameter count (483 321) for that column, although the network it evalu
 
 from __future__ import annotations
 
-from typing import Union
+Value = float | tuple[float, float]
 
-Value = Union[float, tuple[float, float]]
-
-SOURCE = ("De Falco, Ceschini, Sebastianelli, Le Saux, Panella: Quantum Hybrid Diffusion Models for "
-          "Image Synthesis (2024), Tables 1 and 2 and Sect. 4.2")
+SOURCE = (
+    "De Falco, Ceschini, Sebastianelli, Le Saux, Panella: Quantum Hybrid Diffusion Models for "
+    "Image Synthesis (2024), Tables 1 and 2 and Sect. 4.2"
+)
 DATASET_NAMES: dict[str, str] = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
-COLUMNS: tuple[str, ...] = ("classical", "1hqconv", "7hqconv", "fullhqconv", "quanvunet", "transfer")
+COLUMNS: tuple[str, ...] = (
+    "classical",
+    "1hqconv",
+    "7hqconv",
+    "fullhqconv",
+    "quanvunet",
+    "transfer",
+)
 COLUMN_TITLES: dict[str, str] = {
-    "classical": "Classical", "1hqconv": "1HQConv QVU-Net", "7hqconv": "7HQConv QVU-Net",
-    "fullhqconv": "FullHQConv QVU-Net", "quanvunet": "QuanvU-Net", "transfer": "Transf. learning",
+    "classical": "Classical",
+    "1hqconv": "1HQConv QVU-Net",
+    "7hqconv": "7HQConv QVU-Net",
+    "fullhqconv": "FullHQConv QVU-Net",
+    "quanvunet": "QuanvU-Net",
+    "transfer": "Transf. learning",
 }
 TRANSFER_EPOCHS: dict[str, tuple[int, int]] = {"mnist": (19, 1), "fashion_mnist": (18, 2)}
 
 PARAMS: dict[str, int] = {
-    "classical": 483_321, "1hqconv": 475_329, "7hqconv": 440_985, "fullhqconv": 429_993,
-    "quanvunet": 474_293, "transfer": 483_321,
+    "classical": 483_321,
+    "1hqconv": 475_329,
+    "7hqconv": 440_985,
+    "fullhqconv": 429_993,
+    "quanvunet": 474_293,
+    "transfer": 483_321,
 }
 
 # Tables 1 and 2: metrics after 20 epochs, 7 000 generated images.
@@ -65,14 +80,25 @@ IN_TEXT: dict[tuple[str, str, int], dict[str, Value]] = {
 # The paper's claims that a reproduction can check, in its own words (Sect. 1 and 4.2).
 CLAIMS: tuple[dict[str, str], ...] = (
     {"id": "fewer-params", "claim": "up to about 11 % fewer parameters (FullHQConv QVU-Net)"},
-    {"id": "epoch1", "claim": "hybrid networks beat the classical one after one epoch "
-                              "(faster learning with few epochs)"},
-    {"id": "mnist-7hqconv", "claim": "MNIST: 7HQConv QVU-Net is best, about 2 FID points below "
-                                     "the classical U-Net at epoch 20"},
-    {"id": "fashion-quanvunet", "claim": "Fashion-MNIST: QuanvU-Net beats the classical U-Net at "
-                                         "epoch 20"},
-    {"id": "transfer", "claim": "transfer learning (classical → 1FQConv QVU-Net) improves on the "
-                                "classical U-Net: about 8 % FID on MNIST, 2 % on Fashion-MNIST"},
+    {
+        "id": "epoch1",
+        "claim": "hybrid networks beat the classical one after one epoch "
+        "(faster learning with few epochs)",
+    },
+    {
+        "id": "mnist-7hqconv",
+        "claim": "MNIST: 7HQConv QVU-Net is best, about 2 FID points below "
+        "the classical U-Net at epoch 20",
+    },
+    {
+        "id": "fashion-quanvunet",
+        "claim": "Fashion-MNIST: QuanvU-Net beats the classical U-Net at epoch 20",
+    },
+    {
+        "id": "transfer",
+        "claim": "transfer learning (classical → 1FQConv QVU-Net) improves on the "
+        "classical U-Net: about 8 % FID on MNIST, 2 % on Fashion-MNIST",
+    },
 )
 
 
@@ -85,5 +111,7 @@ def table_rows(dataset: str) -> list[dict[str, object]]:
     """Table 1 (``fashion_mnist``) or 2 (``mnist``) as rows: column, params, FID, KID, IS."""
     if dataset not in TABLES:
         raise ValueError(f"the paper has tables for {', '.join(TABLES)}, not {dataset!r}")
-    return [{"column": c, "title": COLUMN_TITLES[c], "params": PARAMS[c], **TABLES[dataset][c]}
-            for c in COLUMNS]
+    return [
+        {"column": c, "title": COLUMN_TITLES[c], "params": PARAMS[c], **TABLES[dataset][c]}
+        for c in COLUMNS
+    ]

@@ -5,7 +5,7 @@ Helpers are added here as chapters need them; keep one function per kind of figu
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -72,7 +72,9 @@ def image_grid(
 def sample_mosaic(images: np.ndarray, side: int = 6) -> np.ndarray:
     """The first ``side``² uint8 samples (N, H, W) tiled into one image, each in a 1-pixel grey
     frame (value 128) so that neighbouring samples stay apart; ready for ``ax.imshow``."""
-    framed = np.pad(np.asarray(images)[: side * side], ((0, 0), (1, 1), (1, 1)), constant_values=128)
+    framed = np.pad(
+        np.asarray(images)[: side * side], ((0, 0), (1, 1), (1, 1)), constant_values=128
+    )
     if len(framed) < side * side:
         raise ValueError(f"a {side}×{side} mosaic needs {side * side} samples, got {len(framed)}")
     h, w = framed.shape[1:]
@@ -88,7 +90,8 @@ def curves(
     title: str | None = None,
     ax: plt.Axes | None = None,
 ) -> plt.Figure:
-    """Line plot of several named curves over a shared x (e.g. alpha_bar_t of two schedules over t)."""
+    """Line plot of several named curves over a shared x (e.g. alpha_bar_t of two schedules
+    over t)."""
     if ax is None:
         _, ax = plt.subplots()
     for label, y in ys.items():
@@ -123,18 +126,33 @@ def qubit_connectivity(ansatz, ax: plt.Axes | None = None, title: str | None = N
             pairs[(gate.control, gate.target)] = pairs.get((gate.control, gate.target), 0) + 1
     for c in range(ansatz.channels):
         x0, _ = position(c * ansatz.pixels)
-        ax.add_patch(mpatches.FancyBboxPatch((x0 - 0.4, -(ansatz.pixels // width) + 0.6),
-                                             width - 0.2, ansatz.pixels // width - 0.2,
-                                             boxstyle="round,pad=0.05", alpha=0.08,
-                                             color=PALETTE["classical"]))
+        ax.add_patch(
+            mpatches.FancyBboxPatch(
+                (x0 - 0.4, -(ansatz.pixels // width) + 0.6),
+                width - 0.2,
+                ansatz.pixels // width - 0.2,
+                boxstyle="round,pad=0.05",
+                alpha=0.08,
+                color=PALETTE["classical"],
+            )
+        )
         ax.text(x0 + (width - 1) / 2, 0.75, f"channel {c}", ha="center", fontsize=9)
-    for (control, target), count in pairs.items():
+    for (control, target), _count in pairs.items():
         (x1, y1), (x2, y2) = position(control), position(target)
         same = control // ansatz.pixels == target // ansatz.pixels
-        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
-                    arrowprops=dict(arrowstyle="-|>", color=PALETTE["quantum" if same else "hybrid"],
-                                    shrinkA=9, shrinkB=9, lw=1.2,
-                                    connectionstyle="arc3,rad=0.25" if not same else "arc3,rad=0.15"))
+        ax.annotate(
+            "",
+            xy=(x2, y2),
+            xytext=(x1, y1),
+            arrowprops=dict(
+                arrowstyle="-|>",
+                color=PALETTE["quantum" if same else "hybrid"],
+                shrinkA=9,
+                shrinkB=9,
+                lw=1.2,
+                connectionstyle="arc3,rad=0.25" if not same else "arc3,rad=0.15",
+            ),
+        )
     for q in range(ansatz.n_qubits):
         x, y = position(q)
         ax.scatter([x], [y], s=330, color="white", edgecolor=PALETTE["neutral"], zorder=3)
@@ -147,8 +165,9 @@ def qubit_connectivity(ansatz, ax: plt.Axes | None = None, title: str | None = N
     return ax
 
 
-def sensitivity_map(jacobian: np.ndarray, ax: plt.Axes | None = None, pixels: int = 4,
-                    title: str = "") -> plt.Axes:
+def sensitivity_map(
+    jacobian: np.ndarray, ax: plt.Axes | None = None, pixels: int = 4, title: str = ""
+) -> plt.Axes:
     """|∂⟨Z_q⟩/∂x_j| as a heat map: rows are outputs q, columns inputs j (channel blocks marked)."""
     ax = ax if ax is not None else plt.subplots(figsize=(3.6, 3.2))[1]
     image = ax.imshow(np.abs(jacobian), cmap="magma", vmin=0)
@@ -171,8 +190,10 @@ def speed_bars(cases: list[dict], ax: plt.Axes | None = None) -> plt.Axes:
     left out (the table beside the figure says why)."""
     cases = [c for c in cases if c.get("speedup")]
     ax = ax if ax is not None else plt.subplots(figsize=(7.5, 3.4))[1]
-    labels = [f"{c['ansatz']}\n{c['batch']} {'fwd' if c['mode'] == 'forward' else 'fwd+bwd'}"
-              for c in cases]
+    labels = [
+        f"{c['ansatz']}\n{c['batch']} {'fwd' if c['mode'] == 'forward' else 'fwd+bwd'}"
+        for c in cases
+    ]
     x = np.arange(len(cases))
     fast = [c["fast"]["seconds"] for c in cases]
     slow = [c["peers"][c["fastest_peer"]]["seconds"] for c in cases]
@@ -181,9 +202,10 @@ def speed_bars(cases: list[dict], ax: plt.Axes | None = None) -> plt.Axes:
     for xi, c, s_ in zip(x, cases, slow):
         ax.text(xi, s_ * 1.3, f"{c['speedup']:.0f}×", ha="center", fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylim(top=max(slow) * 15)  # room for the ratios and the legend above the bars
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("seconds per call")
-    ax.legend()
+    ax.legend(loc="upper left", ncols=2, fontsize=8, frameon=False)
     return ax
 
 
@@ -202,11 +224,17 @@ def unet_shapes(shapes: dict[str, tuple[int, ...]], title: str | None = None) ->
     colors = [PALETTE["quantum"] if n.startswith("mid.") else PALETTE["classical"] for n in names]
     ax.scatter(x, res, s=8 * ch, c=colors, zorder=2)
     last = None
-    for i, n in enumerate(names):
+    for i, _name in enumerate(names):
         label = f"{res[i]}×{res[i]}×{ch[i]}"
         if label != last:
-            ax.annotate(label, (i, res[i]), textcoords="offset points", xytext=(0, 9),
-                        ha="center", fontsize=7)
+            ax.annotate(
+                label,
+                (i, res[i]),
+                textcoords="offset points",
+                xytext=(0, 9),
+                ha="center",
+                fontsize=7,
+            )
         last = label
     ax.set_xticks(x, names, rotation=90, fontsize=7)
     ax.set_yscale("log")

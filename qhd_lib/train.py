@@ -1,4 +1,5 @@
-"""Training: Adam, the released code's EMA schedule, P2 loss, checkpoints, resume, transfer learning.
+"""Training: Adam, the released code's EMA schedule, P2 loss, checkpoints, resume, transfer
+learning.
 
 The paper trains every network the same way (sec. 4.1): L2 noise-prediction loss with P2
 weighting, Adam (lr 1e-3, β 0.9/0.99), an exponential moving average (EMA) of the parameters with a
@@ -22,11 +23,10 @@ import dataclasses
 import functools
 import json
 import math
-import os
-import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.serialization
@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from qhd_lib import diffusion
+from qhd_lib import diffusion, io
+from qhd_lib.errors import RunStateError
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
@@ -93,7 +94,8 @@ class TrainConfig:
 
 
 def steps_for_epochs(epochs: float, n_images: int, batch_size: int) -> int:
-    """Steps needed to show ``epochs · n_images`` images in batches of ``batch_size`` (rounded up)."""
+    """Steps needed to show ``epochs · n_images`` images in batches of ``batch_size``
+    (rounded up)."""
     return max(1, math.ceil(round(epochs * n_images / batch_size, 9)))
 
 
@@ -129,7 +131,11 @@ def ema_keep_fraction(step: jax.Array | int, config: TrainConfig) -> jax.Array:
     step = jnp.asarray(step)
     n_done = step + 1
     decay = ema_decay(
-        step, config.ema_update_after_step, config.ema_inv_gamma, config.ema_power, config.ema_max_decay
+        step,
+        config.ema_update_after_step,
+        config.ema_inv_gamma,
+        config.ema_power,
+        config.ema_max_decay,
     )
     mixed = jnp.where(n_done % config.ema_update_every == 0, decay, 1.0)
     return jnp.where(n_done <= config.ema_update_after_step, 0.0, mixed)
@@ -145,7 +151,8 @@ def ema_update(ema_params: Params, params: Params, keep: jax.Array) -> Params:
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with the paper's settings (lr 1e-3, β1 0.9, β2 0.99, eps 1e-8) {cite}`kingma2014adam`."""
+    """Adam with the paper's settings (lr 1e-3, β1 0.9, β2 0.99, eps 1e-8)
+    {cite}`kingma2014adam`."""
     return optax.adam(config.learning_rate, b1=config.beta1, b2=config.beta2, eps=config.eps)
 
 
@@ -168,7 +175,8 @@ def make_apply_fn(model: nn.Module) -> ApplyFn:
 
 
 def init_params(model: nn.Module, seed: int, image_shape: tuple[int, ...] = (28, 28, 1)) -> Params:
-    """Initialise ``model``'s parameters from ``seed`` (the same key every time; one compilation)."""
+    """Initialise ``model``'s parameters from ``seed`` (the same key every time; one
+    compilation)."""
     x = jnp.zeros((1, *image_shape), jnp.float32)
     t = jnp.zeros((1,), jnp.int32)
     return _jitted_init(model)(_init_key(seed), x, t)["params"]
@@ -204,7 +212,9 @@ def make_train_step(
         return diffusion.loss_fn(schedule, apply_fn, params, x0, key, config.p2_gamma, config.p2_k)
 
     @jax.jit
-    def train_step(state: TrainState, x0: jax.Array, key: jax.Array) -> tuple[TrainState, jax.Array]:
+    def train_step(
+        state: TrainState, x0: jax.Array, key: jax.Array
+    ) -> tuple[TrainState, jax.Array]:
         loss, grads = jax.value_and_grad(loss_of)(state.params, x0, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -256,43 +266,79 @@ def batch_indices(seed: int, stream: int, step: int, n_images: int, batch_size: 
 # Checkpoints
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+MAX_LISTED_MISMATCHES = 8
 
 
 def save_checkpoint(path: str | Path, state: TrainState) -> None:
     """Save the full training state (msgpack, atomic)."""
-    atomic_write_bytes(Path(path), flax.serialization.to_bytes(jax.device_get(state)))
+    io.write_bytes(path, flax.serialization.to_bytes(jax.device_get(state)))
 
 
 def load_checkpoint(path: str | Path, template: TrainState) -> TrainState:
-    """Load a state saved by :func:`save_checkpoint` into the structure of ``template``."""
-    restored = flax.serialization.from_bytes(template, Path(path).read_bytes())
+    """Load a state saved by :func:`save_checkpoint` into the structure of ``template``.
+
+    A checkpoint of another model raises :class:`~qhd_lib.errors.RunStateError` naming the
+    parameters that are missing, unexpected or of another shape.
+    """
+    saved = flax.serialization.msgpack_restore(Path(path).read_bytes())
+    expected = flax.serialization.to_state_dict(template)
+    problems = _mismatches(saved.get("params"), expected["params"]) or _mismatches(saved, expected)
+    _refuse_mismatch(path, problems)
+    restored = flax.serialization.from_state_dict(template, saved)
     return jax.tree_util.tree_map(jnp.asarray, restored)
 
 
 def save_params(path: str | Path, params: Params) -> None:
     """Save a parameter tree (e.g. EMA parameters at an evaluation epoch), msgpack, atomic."""
-    atomic_write_bytes(Path(path), flax.serialization.msgpack_serialize(_to_numpy(params)))
+    io.write_bytes(path, flax.serialization.msgpack_serialize(_to_numpy(params)))
 
 
-def load_params(path: str | Path) -> Params:
-    """Load a parameter tree saved by :func:`save_params` (no template needed)."""
-    return flax.serialization.msgpack_restore(Path(path).read_bytes())
+def load_params(path: str | Path, template: Params | None = None) -> Params:
+    """Load a parameter tree saved by :func:`save_params`.
+
+    With ``template`` (the model's parameters, or their shapes from ``jax.eval_shape``) a file of
+    another model raises :class:`~qhd_lib.errors.RunStateError` naming the mismatching paths,
+    instead of failing later inside the model.
+    """
+    saved = flax.serialization.msgpack_restore(Path(path).read_bytes())
+    if template is not None:
+        _refuse_mismatch(path, _mismatches(saved, flax.serialization.to_state_dict(template)))
+    return saved
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """Shape of every leaf of a nested dict, keyed by its ``/``-joined path."""
+    if not isinstance(tree, dict):
+        return {} if tree is None else {"": tuple(np.shape(tree))}
+    flat = flax.traverse_util.flatten_dict(tree, sep="/")
+    return {path: tuple(np.shape(leaf)) for path, leaf in flat.items()}
+
+
+def _mismatches(saved: Any, expected: Any) -> list[str]:
+    """Leaves missing from ``saved``, not in ``expected``, or of another shape, one line each."""
+    have, want = _leaf_shapes(saved), _leaf_shapes(expected)
+    missing = [f"{p}: not in the file, {want[p]} expected" for p in sorted(want.keys() - have)]
+    extra = [f"{p}: {have[p]} in the file, not in the model" for p in sorted(have.keys() - want)]
+    reshaped = [
+        f"{p}: {have[p]} in the file, {want[p]} expected"
+        for p in sorted(have.keys() & want.keys())
+        if have[p] != want[p]
+    ]
+    return missing + extra + reshaped
+
+
+def _refuse_mismatch(path: str | Path, problems: list[str]) -> None:
+    """Raise :class:`RunStateError` listing ``problems`` (the first few) when there are any."""
+    if not problems:
+        return
+    listed = problems[:MAX_LISTED_MISMATCHES]
+    if len(problems) > len(listed):
+        listed.append(f"and {len(problems) - len(listed)} more")
+    raise RunStateError(
+        f"{path} was saved from another model ({len(problems)} arrays differ: "
+        + "; ".join(listed)
+        + "); start a fresh --out directory, or use the model configuration the file was made with"
+    )
 
 
 def snapshot_path(run_dir: str | Path, step: int) -> Path:
@@ -391,10 +437,12 @@ def train(
         ckpt, log_path = run_path / CHECKPOINT_FILE, run_path / LOG_FILE
         if ckpt.exists():
             _check_resume_config(run_path, config)
-            state = load_checkpoint(ckpt, jax.eval_shape(fresh_state))  # shapes only: no init compile
+            state = load_checkpoint(
+                ckpt, jax.eval_shape(fresh_state)
+            )  # shapes only: no init compile
             _truncate_log(log_path, int(state.step))
         else:
-            (run_path / CONFIG_FILE).write_text(json.dumps(_config_dict(config), indent=1) + "\n")
+            io.write_json(run_path / CONFIG_FILE, _config_dict(config))
             log_path.write_text("")
     start = int(state.step)
     snapshots = {int(s) for s in snapshot_steps if 0 < int(s) <= total}
@@ -419,10 +467,15 @@ def train(
             loss = float(loss)
             step_times.append(time.perf_counter() - t0)
             if not math.isfinite(loss):
-                where = f"the last good checkpoint {ckpt} (step {_saved_step(ckpt)})" if ckpt else "no checkpoint"
+                where = (
+                    f"the last good checkpoint {ckpt} (step {_saved_step(ckpt)})"
+                    if ckpt
+                    else "no checkpoint"
+                )
                 raise TrainingDiverged(
                     f"loss is {loss} at step {step + 1}; kept {where}. Try a lower learning rate "
-                    "(TrainConfig.learning_rate) and check the data: images must be finite and in [-1, 1]."
+                    "(TrainConfig.learning_rate) and check the data: "
+                    "images must be finite and in [-1, 1]."
                 )
             losses.append(loss)
             done = step + 1
@@ -433,7 +486,7 @@ def train(
                     "epoch": done * config.batch_size / n_images,
                     "loss": float(np.mean(losses)),
                     "ema_params_loss": ema_loss,
-                    "step_time_s": float(np.mean(step_times[-len(losses):])),
+                    "step_time_s": float(np.mean(step_times[-len(losses) :])),
                 }
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
@@ -444,8 +497,9 @@ def train(
                 if done % config.checkpoint_every == 0 or done == total:
                     if not _all_finite(state.params):
                         raise TrainingDiverged(
-                            f"parameters are not finite at step {done}; kept the last good checkpoint "
-                            f"{ckpt}. Try a lower learning rate and check the data."
+                            f"parameters are not finite at step {done}; "
+                            f"kept the last good checkpoint {ckpt}. "
+                            "Try a lower learning rate and check the data."
                         )
                     save_checkpoint(ckpt, state)
             if bar is not None:
@@ -461,11 +515,15 @@ def train(
 
 def _compile_key(config: TrainConfig) -> TrainConfig:
     """``config`` with the fields that do not change the compiled step set to fixed values."""
-    return dataclasses.replace(config, epochs=1.0, checkpoint_every=1, log_every=1, seed=0, stream=0)
+    return dataclasses.replace(
+        config, epochs=1.0, checkpoint_every=1, log_every=1, seed=0, stream=0
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_functions(model: nn.Module, config: TrainConfig) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _compiled_functions(
+    model: nn.Module, config: TrainConfig
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The jit-compiled train step and loss of ``model`` (cached: resumes and reruns reuse them)."""
     apply_fn = make_apply_fn(model)
     schedule = diffusion.make_schedule(config.beta_schedule, config.timesteps)
@@ -509,8 +567,8 @@ def transfer_params(
             continue
         if path not in src:
             raise ValueError(
-                f"parameter {'/'.join(path)} of the target is not in the source and not marked fresh; "
-                "source and target must share every non-vertex layer"
+                f"parameter {'/'.join(path)} of the target is not in the source "
+                "and not marked fresh; source and target must share every non-vertex layer"
             )
         if np.shape(src[path]) != np.shape(leaf):
             raise ValueError(

@@ -27,15 +27,20 @@ def parameter_shift_explorer(f, grad_f, shift: float = np.pi / 2):
         shifted = (f(theta + shift) - f(theta - shift)) / 2
         span = np.array([-0.8, 0.8])
         ax.plot(theta + span, f(theta) + slope * span, lw=2, label=f"autodiff f'(θ) = {slope:+.4f}")
-        ax.scatter([theta - shift, theta + shift], [f(theta - shift), f(theta + shift)], zorder=3,
-                   label=f"shift rule ½[f(θ+π/2) − f(θ−π/2)] = {shifted:+.4f}")
+        ax.scatter(
+            [theta - shift, theta + shift],
+            [f(theta - shift), f(theta + shift)],
+            zorder=3,
+            label=f"shift rule ½[f(θ+π/2) − f(θ−π/2)] = {shifted:+.4f}",
+        )
         ax.axvline(theta, color="grey", lw=0.5)
         ax.set_xlabel("θ")
         ax.legend(fontsize=8, loc="lower left")
         plt.show()
 
-    return widgets.interact(show, theta=widgets.FloatSlider(value=0.6, min=-np.pi / 2,
-                                                            max=3 * np.pi / 2, step=0.05))
+    return widgets.interact(
+        show, theta=widgets.FloatSlider(value=0.6, min=-np.pi / 2, max=3 * np.pi / 2, step=0.05)
+    )
 
 
 def ansatz_explorer(inputs: np.ndarray, seed: int = 0):
@@ -51,15 +56,21 @@ def ansatz_explorer(inputs: np.ndarray, seed: int = 0):
 
     def show(name: str, stride: int, layers: int) -> None:
         try:
-            ansatz = make_ansatz(name, stride=None if name == "released_hqconv" else stride,
-                                 layers=layers)
+            ansatz = make_ansatz(
+                name, stride=None if name == "released_hqconv" else stride, layers=layers
+            )
         except ValueError as error:
             print(error)
             return
         theta = init_params(jax.random.key(seed), ansatz)
         jac = jax.jacobian(lambda x: simulate(ansatz, x, theta))(np.asarray(inputs, np.float32))
-        draw_ansatz(make_ansatz(name, stride=ansatz.stride if name != "released_hqconv" else None,
-                                layers=1), style="pennylane", fontsize=9)
+        draw_ansatz(
+            make_ansatz(
+                name, stride=ansatz.stride if name != "released_hqconv" else None, layers=1
+            ),
+            style="pennylane",
+            fontsize=9,
+        )
         plt.show()
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), width_ratios=[1.6, 1])
         qubit_connectivity(ansatz, ax=axes[0])

@@ -15,12 +15,9 @@ Usage: JAX_PLATFORMS=cpu python scripts/bench_chain.py [--out PATH] [--rounds N]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -29,9 +26,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from qhd_lib import io, provenance  # noqa: E402
 from qhd_lib.circuits import Ansatz, init_params, make_ansatz, simulate  # noqa: E402
 from qhd_lib.circuits.cost import Contraction, plan_cost  # noqa: E402
-from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions  # noqa: E402
+from qhd_lib.errors import ProvenanceError  # noqa: E402
+from qhd_lib.provenance import ROOT  # noqa: E402
 
 TARGET_RATIO = 1.2  # measured / predicted the cost model should reach
 CALLS_PER_PRODUCT = 20  # calls of one product per round, dispatched back to back
@@ -54,8 +53,11 @@ def product_fn(c: Contraction) -> tuple[Callable, tuple[jax.Array, jax.Array]]:
 
     def operand(shape: tuple[int, ...], k: int) -> jax.Array:
         x = jax.random.normal(keys[k], shape)
-        return (x + 1j * jax.random.normal(keys[k + 1], shape)).astype(dtype) if c.complex \
+        return (
+            (x + 1j * jax.random.normal(keys[k + 1], shape)).astype(dtype)
+            if c.complex
             else x.astype(dtype)
+        )
 
     fn = jax.jit(lambda a, b: jax.lax.dot_general(a, b, c.dimension_numbers))
     args = (operand(c.lhs, 0), operand(c.rhs, 2))
@@ -63,8 +65,9 @@ def product_fn(c: Contraction) -> tuple[Callable, tuple[jax.Array, jax.Array]]:
     return fn, args
 
 
-def programs(ansatz: Ansatz, theta: jax.Array, batch: int
-             ) -> tuple[dict[str, Callable], tuple[jax.Array, jax.Array]]:
+def programs(
+    ansatz: Ansatz, theta: jax.Array, batch: int
+) -> tuple[dict[str, Callable], tuple[jax.Array, jax.Array]]:
     """(forward, forward+backward) of HQConv, compiled, and their inputs."""
     x = jax.random.uniform(jax.random.key(1), (batch, ansatz.n_qubits), minval=-3, maxval=3)
 
@@ -89,7 +92,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_chain.json")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (min kept)")
     parser.add_argument("--quick", action="store_true", help="batch 128 only")
+    provenance.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        started_at = provenance.apply_arguments(args, args.out)
+    except ProvenanceError as error:  # refused before any work
+        parser.error(str(error))
 
     wall = time.perf_counter()
     load_before = os.getloadavg()
@@ -105,8 +113,13 @@ def main() -> None:
                 products.setdefault(key(c), {"contraction": c, "times": []})
             for entry in products.values():
                 entry["fn"] = product_fn(entry["contraction"])
-        cases[batch] = {"cost": cost, "fns": fns, "inputs": inputs,
-                        "times": {mode: [] for mode in fns}, "products": products}
+        cases[batch] = {
+            "cost": cost,
+            "fns": fns,
+            "inputs": inputs,
+            "times": {mode: [] for mode in fns},
+            "products": products,
+        }
 
     for _ in range(args.rounds):
         for case in cases.values():
@@ -125,13 +138,21 @@ def main() -> None:
         for k, entry in case["products"].items():
             c = entry["contraction"]
             macs = c.real_macs // c.count
-            rows.append({"product": k, "dtype": c.dtype, "shape_batch_m_k_n": list(c.shape),
-                         "real_macs_per_call": macs, "seconds_per_call": per_call[k],
-                         "real_gmacs_per_second": macs / per_call[k] / 1e9})
+            rows.append(
+                {
+                    "product": k,
+                    "dtype": c.dtype,
+                    "shape_batch_m_k_n": list(c.shape),
+                    "real_macs_per_call": macs,
+                    "seconds_per_call": per_call[k],
+                    "real_gmacs_per_second": macs / per_call[k] / 1e9,
+                }
+            )
         out = {"batch": batch, "chunks": cost.chunks, "chunk": cost.chunk, "products": rows}
-        for mode, listed in (("forward", cost.forward_per_input),
-                             ("forward+backward",
-                              cost.forward_per_input + cost.backward_per_input)):
+        for mode, listed in (
+            ("forward", cost.forward_per_input),
+            ("forward+backward", cost.forward_per_input + cost.backward_per_input),
+        ):
             predicted = sum(c.count * per_call[key(c)] for c in listed)
             measured = min(case["times"][mode])
             out[mode] = {
@@ -142,12 +163,17 @@ def main() -> None:
                 "fixed_seconds": fixed[mode],
                 "measured_minus_fixed_over_predicted": (measured - fixed[mode]) / predicted,
                 "real_macs": sum(c.real_macs for c in listed),
-                "contractions": [{"name": c.name, "product": key(c), "count": c.count,
-                                  "real_macs": c.real_macs} for c in listed],
+                "contractions": [
+                    {"name": c.name, "product": key(c), "count": c.count, "real_macs": c.real_macs}
+                    for c in listed
+                ],
             }
-            print(f"batch {batch:5d} {mode:17s} {measured:.4f} s, predicted {predicted:.4f} s, "
-                  f"ratio {measured / predicted:.2f} (target <= {TARGET_RATIO}); "
-                  f"fixed {fixed[mode]:.4f} s", flush=True)
+            print(
+                f"batch {batch:5d} {mode:17s} {measured:.4f} s, predicted {predicted:.4f} s, "
+                f"ratio {measured / predicted:.2f} (target <= {TARGET_RATIO}); "
+                f"fixed {fixed[mode]:.4f} s",
+                flush=True,
+            )
         out["real_macs"] = {
             "forward": sum(c.real_macs for c in cost.forward_per_input),
             "backward": sum(c.real_macs for c in cost.backward_per_input),
@@ -158,28 +184,28 @@ def main() -> None:
 
     result = {
         "what": "HQConv (3 layers, 12 qubits) on the chain simulator: seconds per call (min over "
-                "alternating rounds) against the prediction sum(calls x seconds per call) of its "
-                "matrix products, each timed alone with the same shapes and dtype; real "
-                "multiply-adds count a complex one as 4. Not predicted: the per-theta products "
-                "(theta-dependent matrices, a few per cent of the multiply-adds) and elementwise "
-                f"work; fixed_seconds is a call at batch {FIXED_BATCH}, where the products "
-                "vanish and what is left is that per-call work and dispatch",
+        "alternating rounds) against the prediction sum(calls x seconds per call) of its "
+        "matrix products, each timed alone with the same shapes and dtype; real "
+        "multiply-adds count a complex one as 4. Not predicted: the per-theta products "
+        "(theta-dependent matrices, a few per cent of the multiply-adds) and elementwise "
+        f"work; fixed_seconds is a call at batch {FIXED_BATCH}, where the products "
+        "vanish and what is left is that per-call work and dispatch",
         "target_ratio": TARGET_RATIO,
         "cases": results,
         "provenance": {
-            "command": " ".join([Path(sys.executable).name] + sys.argv),
-            "git_commit": git_commit(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": device_info(),
+            **provenance.record(
+                provenance.python_command(),
+                wall_s=time.perf_counter() - wall,
+                packages=("jax", "jaxlib", "numpy"),
+                allow_dirty=args.allow_dirty,
+                found=started_at,
+            ),
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
-            "packages": package_versions(("jax", "jaxlib", "numpy")),
             "rounds": args.rounds,
-            "wall_seconds": time.perf_counter() - wall,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    io.write_json(args.out, result, sort_keys=False)
     print(f"wrote {args.out}")
 
 

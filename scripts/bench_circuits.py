@@ -28,16 +28,18 @@ import sys
 import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qhd_lib import io, provenance
 from qhd_lib.circuits import Ansatz, init_params, make_ansatz, simulate
-from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions
+from qhd_lib.errors import ProvenanceError
+from qhd_lib.provenance import ROOT
 
 ANSATZE = ("hqconv", "fqconv")
 BATCHES = (128, 6272)
@@ -65,21 +67,38 @@ class Peer(NamedTuple):
 # executed up to 70x slower than with one.
 PEERS: dict[str, Peer] = {
     "default.qubit-broadcast": Peer(
-        "default.qubit", "backprop", "jax", {}, True, {},
+        "default.qubit",
+        "backprop",
+        "jax",
+        {},
+        True,
+        {},
         "qml.device('default.qubit'), qml.qnode(interface='jax', diff_method='backprop'); the "
         "whole batch in one QNode call (parameter broadcasting: AngleEmbedding inputs (B, 12)); "
-        "float32; jax.jit"),
+        "float32; jax.jit",
+    ),
     "default.qubit-vmap": Peer(
-        "default.qubit", "backprop", "jax", {}, False, {},
+        "default.qubit",
+        "backprop",
+        "jax",
+        {},
+        False,
+        {},
         "qml.device('default.qubit'), qml.qnode(interface='jax', diff_method='backprop'); one "
-        "input per QNode call, jax.vmap over the batch; float32; jax.jit (the released code)"),
+        "input per QNode call, jax.vmap over the batch; float32; jax.jit (the released code)",
+    ),
     "lightning.qubit-adjoint": Peer(
-        "lightning.qubit", "adjoint", "autograd", {"device_vjp": True}, True,
+        "lightning.qubit",
+        "adjoint",
+        "autograd",
+        {"device_vjp": True},
+        True,
         {"OMP_NUM_THREADS": "1"},
         "qml.device('lightning.qubit') (complex128), qml.qnode(interface='autograd', "
         "diff_method='adjoint', device_vjp=True); the whole batch in one QNode call (parameter "
         "broadcasting, which PennyLane expands into one tape per input, executed as one batch); "
-        "float64 NumPy inputs, gradient by qml.grad; OMP_NUM_THREADS=1"),
+        "float64 NumPy inputs, gradient by qml.grad; OMP_NUM_THREADS=1",
+    ),
 }
 CHECK_INPUTS = 8  # inputs on which a child compares outputs / input gradients
 TOLERANCE = 1e-4  # agreement: max |peer − fast| ≤ TOLERANCE · max(1, max |fast|)
@@ -100,8 +119,9 @@ def max_calls(batch: int, peer: bool) -> int:
     return 3 if peer else 10
 
 
-def time_calls(fn: Callable, args: tuple, calls: int, jit: bool = True, budget_s: float = 30.0
-               ) -> tuple[Any, dict[str, Any]]:
+def time_calls(
+    fn: Callable, args: tuple, calls: int, jit: bool = True, budget_s: float = 30.0
+) -> tuple[Any, dict[str, Any]]:
     """Call ``fn(*args)`` ``calls`` times or until the calls took ``budget_s`` seconds (at least
     once). Returns the last output and seconds per call (best of the calls). With ``jit``,
     ``jax.jit(fn)`` is compiled ahead of time and tracing + compilation is timed apart, so it never
@@ -115,13 +135,18 @@ def time_calls(fn: Callable, args: tuple, calls: int, jit: bool = True, budget_s
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return out, {"seconds": min(times), "median_seconds": sorted(times)[len(times) // 2],
-                 "calls": len(times), "first_call_seconds": times[0],
-                 "compile_seconds": compile_s}
+    return out, {
+        "seconds": min(times),
+        "median_seconds": sorted(times)[len(times) // 2],
+        "calls": len(times),
+        "first_call_seconds": times[0],
+        "compile_seconds": compile_s,
+    }
 
 
 def with_loss(forward: Callable) -> tuple[Callable, Callable]:
     """``(forward, gradient of Σ sin(forward) w.r.t. inputs and θ)``, neither jitted."""
+
     def loss(x, theta):
         return jnp.sum(jnp.sin(forward(x, theta)))
 
@@ -144,14 +169,19 @@ def peer_fns(peer: str, ansatz: Ansatz) -> tuple[Callable, Callable]:
 
     spec = PEERS[peer]
 
-    @qml.qnode(qml.device(spec.device, wires=ansatz.n_qubits), interface=spec.interface,
-               diff_method=spec.diff_method, **spec.qnode_kwargs)
+    @qml.qnode(
+        qml.device(spec.device, wires=ansatz.n_qubits),
+        interface=spec.interface,
+        diff_method=spec.diff_method,
+        **spec.qnode_kwargs,
+    )
     def circuit(x, theta):
         qml.AngleEmbedding(x, wires=range(ansatz.n_qubits), rotation="X")
         apply_ansatz(ansatz, theta)
         return [qml.expval(qml.PauliZ(q)) for q in range(ansatz.n_qubits)]
 
     if spec.interface == "autograd":
+
         def loss(x, theta):
             return pnp.sum(pnp.sin(pnp.stack(circuit(x, theta), axis=-1)))
 
@@ -159,8 +189,9 @@ def peer_fns(peer: str, ansatz: Ansatz) -> tuple[Callable, Callable]:
             return pnp.stack(circuit(*(np.asarray(a, np.float64) for a in (x, theta))), axis=-1)
 
         def backward(x, theta):
-            x, theta = (pnp.array(np.asarray(a, np.float64), requires_grad=True)
-                        for a in (x, theta))
+            x, theta = (
+                pnp.array(np.asarray(a, np.float64), requires_grad=True) for a in (x, theta)
+            )
             return tuple(qml.grad(loss, argnums=[0, 1])(x, theta))
 
         return forward, backward
@@ -169,8 +200,9 @@ def peer_fns(peer: str, ansatz: Ansatz) -> tuple[Callable, Callable]:
     return with_loss(lambda x, theta: jax.vmap(lambda xi: jnp.stack(circuit(xi, theta)))(x))
 
 
-def agreement(ansatz: Ansatz, mode: str, x: jax.Array, theta: jax.Array, out: Any
-              ) -> dict[str, Any]:
+def agreement(
+    ansatz: Ansatz, mode: str, x: jax.Array, theta: jax.Array, out: Any
+) -> dict[str, Any]:
     """Max |peer − fast simulator|: outputs or input gradients on the first `CHECK_INPUTS`
     inputs, and the θ gradient (a sum over the whole batch); and whether all are within
     `TOLERANCE`, so the JSON shows that every mode computed the same function."""
@@ -194,12 +226,22 @@ def run_child(args: argparse.Namespace) -> None:
     ansatz = make_ansatz(args.ansatz)
     x, theta = inputs(ansatz, args.batch)
     fn = peer_fns(args.peer, ansatz)[MODES.index(args.mode)]
-    out, timing = time_calls(fn, (x, theta), max_calls(args.batch, peer=True),
-                             jit=PEERS[args.peer].interface == "jax")
+    out, timing = time_calls(
+        fn, (x, theta), max_calls(args.batch, peer=True), jit=PEERS[args.peer].interface == "jax"
+    )
     check = agreement(ansatz, args.mode, x, theta, out)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
-    print(json.dumps({"status": "ok" if check["agrees"] else "mismatch", **timing, **check,
-                      "peak_rss_gb": peak_gb}), flush=True)
+    print(
+        json.dumps(
+            {
+                "status": "ok" if check["agrees"] else "mismatch",
+                **timing,
+                **check,
+                "peak_rss_gb": peak_gb,
+            }
+        ),
+        flush=True,
+    )
 
 
 def rss_gb(pid: int) -> float:
@@ -221,18 +263,30 @@ def available_gb() -> float:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def run_peer(peer: str, ansatz: str, batch: int, mode: str, timeout_s: float,
-             memory_gb: float) -> dict[str, Any]:
+def run_peer(
+    peer: str, ansatz: str, batch: int, mode: str, timeout_s: float, memory_gb: float
+) -> dict[str, Any]:
     """Run one child; its JSON result, or why it has none ("timeout", "out_of_memory",
     "crashed" with the exit code and the last 4 lines of stderr, as JAX ends its tracebacks with
     a note). The child is killed past ``timeout_s`` seconds or ``memory_gb`` GiB resident, before
     the kernel's OOM killer can pick a process of another user of this machine."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--peer", peer, "--ansatz", ansatz,
-           "--batch", str(batch), "--mode", mode]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--peer",
+        peer,
+        "--ansatz",
+        ansatz,
+        "--batch",
+        str(batch),
+        "--mode",
+        mode,
+    ]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT,
-                                env={**os.environ, **PEERS[peer].env})
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, cwd=ROOT, env={**os.environ, **PEERS[peer].env}
+        )
         peak = 0.0
         while proc.poll() is None:
             peak = max(peak, rss_gb(proc.pid))
@@ -253,9 +307,13 @@ def run_peer(peer: str, ansatz: str, batch: int, mode: str, timeout_s: float,
         err_lines = [s for s in err.read().decode(errors="replace").splitlines() if s.strip()]
     if proc.returncode != 0 or not lines:
         code = proc.returncode
-        return {"status": "crashed", "returncode": code,
-                "signal": signal.Signals(-code).name if code < 0 else None,
-                "stderr_tail": err_lines[-4:], "wall_seconds": wall}
+        return {
+            "status": "crashed",
+            "returncode": code,
+            "signal": signal.Signals(-code).name if code < 0 else None,
+            "stderr_tail": err_lines[-4:],
+            "wall_seconds": wall,
+        }
     return {**json.loads(lines[-1]), "wall_seconds": wall}
 
 
@@ -263,19 +321,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 128 only, no 343 000")
     parser.add_argument("--ansatze", nargs="+", choices=ANSATZE, default=list(ANSATZE))
-    parser.add_argument("--batches", nargs="+", type=int,
-                        help=f"default {' '.join(map(str, BATCHES))}; given: no {SAMPLING_BATCH}")
+    parser.add_argument(
+        "--batches",
+        nargs="+",
+        type=int,
+        help=f"default {' '.join(map(str, BATCHES))}; given: no {SAMPLING_BATCH}",
+    )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=list(PEERS))
-    parser.add_argument("--peer-timeout", type=float, default=600.0,
-                        help="wall-clock seconds per PennyLane child (compilation included)")
-    parser.add_argument("--peer-memory-gb", type=float,
-                        help="resident GiB per child (default 80%% of MemAvailable at start)")
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=600.0,
+        help="wall-clock seconds per PennyLane child (compilation included)",
+    )
+    parser.add_argument(
+        "--peer-memory-gb",
+        type=float,
+        help="resident GiB per child (default 80%% of MemAvailable at start)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_circuits.json")
     parser.add_argument("--peer", choices=list(PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--ansatz", choices=ANSATZE, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    provenance.add_arguments(parser)
     args = parser.parse_args()
     # PennyLane in single precision casts its complex128 matrices to complex64 and says so
     for message in WARNING_FILTERS:
@@ -283,6 +353,10 @@ def main() -> None:
     if args.peer:
         run_child(args)
         return
+    try:
+        started_at = provenance.apply_arguments(args, args.out)
+    except ProvenanceError as error:  # refused before any work
+        parser.error(str(error))
 
     wall = time.perf_counter()
     load_before = os.getloadavg()
@@ -296,53 +370,75 @@ def main() -> None:
             x, theta = inputs(ansatz, batch)
             for mode in args.modes:
                 _, f = time_calls(fast[MODES.index(mode)], (x, theta), max_calls(batch, False))
-                peers = {p: run_peer(p, name, batch, mode, args.peer_timeout, memory_gb)
-                         for p in args.peers}
+                peers = {
+                    p: run_peer(p, name, batch, mode, args.peer_timeout, memory_gb)
+                    for p in args.peers
+                }
                 done = {p: r["seconds"] for p, r in peers.items() if r["status"] == "ok"}
                 fastest = min(done, key=done.get) if done else None
-                case = {"ansatz": name, "batch": batch, "mode": mode, "fast": f, "peers": peers,
-                        "fastest_peer": fastest,
-                        "speedup": done[fastest] / f["seconds"] if fastest else None}
-                brief = "  ".join(f"{p} " + (f"{r['seconds']:.3f}s" if p in done else r["status"])
-                                  for p, r in peers.items())
-                print(f"{name:7s} {batch:6d} {mode:17s} fast {f['seconds']:.4f}s  {brief}",
-                      flush=True)
+                case = {
+                    "ansatz": name,
+                    "batch": batch,
+                    "mode": mode,
+                    "fast": f,
+                    "peers": peers,
+                    "fastest_peer": fastest,
+                    "speedup": done[fastest] / f["seconds"] if fastest else None,
+                }
+                brief = "  ".join(
+                    f"{p} " + (f"{r['seconds']:.3f}s" if p in done else r["status"])
+                    for p, r in peers.items()
+                )
+                print(
+                    f"{name:7s} {batch:6d} {mode:17s} fast {f['seconds']:.4f}s  {brief}", flush=True
+                )
                 cases.append(case)
     if not (args.quick or args.batches) and "hqconv" in args.ansatze:
         ansatz = make_ansatz("hqconv")
         _, f = time_calls(fast_fns(ansatz)[0], inputs(ansatz, SAMPLING_BATCH), 1)
         print(f"hqconv  {SAMPLING_BATCH} forward           fast {f['seconds']:.2f}s", flush=True)
-        cases.append({"ansatz": "hqconv", "batch": SAMPLING_BATCH, "mode": "forward", "fast": f,
-                      "peers": {}, "fastest_peer": None, "speedup": None,
-                      "note": "one QuanvU-Net circuit call while sampling 7 000 images"})
+        cases.append(
+            {
+                "ansatz": "hqconv",
+                "batch": SAMPLING_BATCH,
+                "mode": "forward",
+                "fast": f,
+                "peers": {},
+                "fastest_peer": None,
+                "speedup": None,
+                "note": "one QuanvU-Net circuit call while sampling 7 000 images",
+            }
+        )
 
     result = {
         "what": "12-qubit ansaetze, 3 layers: fast JAX simulator (single precision) vs "
-                "PennyLane's fastest modes (peer_modes), each in its own process; seconds per "
-                "call (best of the calls, compilation apart); forward+backward = gradient of "
-                "sum(sin(outputs)) w.r.t. inputs and theta; speedup = time of the fastest peer "
-                "that finished and agreed / fast time",
+        "PennyLane's fastest modes (peer_modes), each in its own process; seconds per "
+        "call (best of the calls, compilation apart); forward+backward = gradient of "
+        "sum(sin(outputs)) w.r.t. inputs and theta; speedup = time of the fastest peer "
+        "that finished and agreed / fast time",
         "peer_modes": {p: PEERS[p].description for p in args.peers},
-        "peer_limits": {"wall_seconds": args.peer_timeout, "resident_gb": memory_gb,
-                        "agreement": f"max |peer - fast| <= {TOLERANCE} * max(1, max |fast|) "
-                                     f"(outputs, input gradients: first {CHECK_INPUTS} inputs)"},
+        "peer_limits": {
+            "wall_seconds": args.peer_timeout,
+            "resident_gb": memory_gb,
+            "agreement": f"max |peer - fast| <= {TOLERANCE} * max(1, max |fast|) "
+            f"(outputs, input gradients: first {CHECK_INPUTS} inputs)",
+        },
         "cases": cases,
         "provenance": {
-            "command": " ".join([Path(sys.executable).name] + sys.argv),
-            "git_commit": git_commit(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": device_info(),
+            **provenance.record(
+                provenance.python_command(),
+                wall_s=time.perf_counter() - wall,
+                packages=("jax", "jaxlib", "pennylane", "pennylane_lightning", "numpy"),
+                allow_dirty=args.allow_dirty,
+                found=started_at,
+            ),
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
             "load_note": "the 2-core machine is shared with other jobs: absolute times are "
-                         "noisy, the speed-up (same run, same load) is the robust figure",
-            "packages": package_versions(("jax", "jaxlib", "pennylane", "pennylane_lightning",
-                                          "numpy")),
-            "wall_seconds": time.perf_counter() - wall,
+            "noisy, the speed-up (same run, same load) is the robust figure",
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    io.write_json(args.out, result, sort_keys=False)
     print(f"wrote {args.out}")
 
 

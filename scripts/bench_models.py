@@ -1,9 +1,12 @@
 """Benchmark every U-Net configuration on CPU: one training step and one sampling forward pass.
 
 Train step = forward + backward + Adam update at batch 128 (the paper's batch); sampling = one
-forward pass at batch 1 000 (one DDPM step for 1 000 images). Each model is compiled once
-(compile time reported apart), then timed ``--repeats`` times; the best call is kept. All runs
-share one process, so their ratios are comparable. Besides the paper's columns it times two
+forward pass at batch 1 000 (one DDPM step for 1 000 images). Every model is compiled first
+(compile time reported apart), then timed in ``--repeats`` rounds, each round calling every model
+once in turn; the best call per model is kept, and the ratios are also given round by round. On
+a shared machine whose speed drifts, interleaving puts every model under the same conditions,
+where timing one model after the other would compare one period's speed with another's. Besides
+the paper's columns it times two
 variants of the classical U-Net as references:
 
 - ``classical-attention-free``: every attention block replaced by the identity, the floor that
@@ -26,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
+import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -41,24 +44,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
+from qhd_lib import io, provenance  # noqa: E402
+from qhd_lib.errors import ProvenanceError  # noqa: E402
 from qhd_lib.models import MODEL_NAMES, UNet, count_params, dummy_inputs, layers, make_model  # noqa: E402
-from qhd_lib.provenance import ROOT, device_info, git_commit, package_versions  # noqa: E402
+from qhd_lib.provenance import ROOT  # noqa: E402
 
 TARGET_VS_ATTENTION_FREE = 1.5  # classical train step (and forward) ÷ the attention-free variant
 REFERENCES = ("classical-attention-free", "classical-direct-attention")
-
-
-def provenance(argv: list[str], wall_s: float) -> dict:
-    """Command, commit, device, date, package versions, wall time."""
-    return {
-        "command": " ".join(["python", *argv]),
-        "git_commit": git_commit(),
-        "device": device_info(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "packages": package_versions(("jax", "jaxlib", "flax", "optax", "numpy")),
-        "wall_s": round(wall_s, 1),
-    }
 
 
 def timed(fn: Callable, *args: Any, repeats: int) -> tuple[float, float]:
@@ -123,12 +117,28 @@ def xla_cost(compiled: Any) -> dict:
 def peak_bytes(compiled: Any) -> int:
     """XLA's planned memory of a compiled program: arguments + outputs + temporaries."""
     m = compiled.memory_analysis()
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-               - m.alias_size_in_bytes)
+    return int(
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
 
 
-def bench_model(name: str, batch: int, sample_batch: int, repeats: int) -> dict:
-    """Train-step and sampling-forward times, XLA cost and planned memory of one configuration."""
+@dataclasses.dataclass
+class Compiled:
+    """One configuration, compiled: its train step and sampling forward with their inputs."""
+
+    step: Callable
+    step_args: tuple
+    forward: Callable
+    forward_args: tuple
+    info: dict
+
+
+def compile_model(name: str, batch: int, sample_batch: int) -> Compiled:
+    """Compile the train step and sampling forward of one configuration and call each once
+    (first-call times); also its XLA cost and planned memory."""
     model = make_model("classical" if name in REFERENCES else name)
     key = jax.random.key(0)
     x, t = dummy_inputs(model.config, batch)
@@ -151,22 +161,42 @@ def bench_model(name: str, batch: int, sample_batch: int, repeats: int) -> dict:
             return optax.apply_updates(params, updates), opt_state, value
 
         step = jax.jit(train_step).lower(params, opt_state, x, t, noise).compile()
-        forward = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t)).lower(
-            params, xs, ts).compile()
+        forward = (
+            jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
+            .lower(params, xs, ts)
+            .compile()
+        )
         with variant("unchunked"):  # a new function, so that jit traces it again
-            cost = xla_cost(jax.jit(lambda *a: train_step(*a)).lower(
-                params, opt_state, x, t, noise).compile())
-    first, step_s = timed(step, params, opt_state, x, t, noise, repeats=repeats)
-    first_fwd, fwd_s = timed(forward, params, xs, ts, repeats=repeats)
-    return {
+            cost = xla_cost(
+                jax.jit(lambda *a: train_step(*a)).lower(params, opt_state, x, t, noise).compile()
+            )
+    step_args, forward_args = (params, opt_state, x, t, noise), (params, xs, ts)
+    info = {
         "params": count_params(params),
-        "train_step_s": round(step_s, 4),
-        "train_step_first_call_s": round(first, 2),
-        "forward_s": round(fwd_s, 4),
-        "forward_first_call_s": round(first_fwd, 2),
+        "train_step_first_call_s": round(call_seconds(step, step_args), 2),
+        "forward_first_call_s": round(call_seconds(forward, forward_args), 2),
         "train_step_peak_mib": round(peak_bytes(step) / 2**20, 1),
         "train_step_xla": cost,
     }
+    return Compiled(step, step_args, forward, forward_args, info)
+
+
+def call_seconds(fn: Callable, args: tuple) -> float:
+    """Wall time of one call, until its results are ready."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+def timings(compiled: Compiled, rounds: dict[str, list[float]]) -> dict:
+    """A model's record: its compile-time info, best and median of the rounds, every round."""
+    out = dict(compiled.info)
+    for kind in ("train_step", "forward"):
+        times = rounds[kind]
+        out[f"{kind}_s"] = round(min(times), 4)
+        out[f"{kind}_median_s"] = round(float(np.median(times)), 4)
+        out[f"{kind}_rounds_s"] = [round(v, 4) for v in times]
+    return out
 
 
 def machine_rates(repeats: int) -> dict:
@@ -175,8 +205,10 @@ def machine_rates(repeats: int) -> dict:
     _, matmul_s = timed(jax.jit(lambda a: a @ a), a, repeats=repeats + 2)
     big = jax.random.normal(jax.random.key(1), (64 * 2**20,))  # 256 MiB
     _, copy_s = timed(jax.jit(lambda v: v + 1.0), big, repeats=repeats + 2)
-    return {"matmul_2048_gflops": round(2 * 2048**3 / matmul_s / 1e9, 1),
-            "copy_gb_per_s": round(2 * big.nbytes / copy_s / 1e9, 1)}
+    return {
+        "matmul_2048_gflops": round(2 * 2048**3 / matmul_s / 1e9, 1),
+        "copy_gb_per_s": round(2 * big.nbytes / copy_s / 1e9, 1),
+    }
 
 
 def bench_blocks(batch: int, repeats: int, rates: dict) -> dict:
@@ -200,19 +232,29 @@ def bench_blocks(batch: int, repeats: int, rates: dict) -> dict:
         model.apply({"params": params}, x, t)
     blocks = {}
     for name, (block, args) in calls.items():
+
         def loss(p, *args, block=block):
             return jnp.sum(jnp.sin(block.apply({"params": p}, *args)))
 
         argnums = tuple(i + 1 for i, a in enumerate(args) if jnp.issubdtype(a.dtype, jnp.floating))
         grad = jax.grad(loss, argnums=(0, *argnums))
-        _, seconds = timed(jax.jit(grad).lower(params[name], *args).compile(), params[name],
-                           *args, repeats=repeats)
+        _, seconds = timed(
+            jax.jit(grad).lower(params[name], *args).compile(), params[name], *args, repeats=repeats
+        )
         with variant("unchunked"):  # a new function, so that jit traces it again
-            cost = xla_cost(jax.jit(lambda *a: grad(*a)).lower(params[name], *args).compile())
-        floor = max(cost["bytes"] / (rates["copy_gb_per_s"] * 1e9),
-                    cost["flops"] / (rates["matmul_2048_gflops"] * 1e9))
-        blocks[name] = {"forward_backward_s": round(seconds, 4), **cost,
-                        "floor_s": round(floor, 5), "vs_floor": round(seconds / floor, 1)}
+            cost = xla_cost(
+                jax.jit(lambda *a, grad=grad: grad(*a)).lower(params[name], *args).compile()
+            )
+        floor = max(
+            cost["bytes"] / (rates["copy_gb_per_s"] * 1e9),
+            cost["flops"] / (rates["matmul_2048_gflops"] * 1e9),
+        )
+        blocks[name] = {
+            "forward_backward_s": round(seconds, 4),
+            **cost,
+            "floor_s": round(floor, 5),
+            "vs_floor": round(seconds / floor, 1),
+        }
     total = sum(b["forward_backward_s"] for b in blocks.values())
     for b in blocks.values():
         b["share"] = round(b["forward_backward_s"] / total, 3)
@@ -225,31 +267,56 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--sample-batch", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--no-blocks", action="store_true", help="skip the per-block timing")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_models.json")
+    provenance.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    try:
+        started_at = provenance.apply_arguments(args, args.out)
+    except ProvenanceError as error:  # refused before any work
+        parser.error(str(error))
     models = ["classical", *REFERENCES] + [m for m in args.models if m != "classical"]
 
     start = time.perf_counter()
     load_before = os.getloadavg()
     rates = machine_rates(args.repeats)
     print("machine", rates, flush=True)
-    results: dict[str, dict] = {}
+    compiled: dict[str, Compiled] = {}
+    for name in tqdm(models, desc="compile"):
+        compiled[name] = compile_model(name, args.batch, args.sample_batch)
+    rounds = {name: {"train_step": [], "forward": []} for name in models}
     report: dict = {}
-    for name in models:
-        results[name] = bench_model(name, args.batch, args.sample_batch, args.repeats)
-        print(name, results[name], flush=True)
-        report = write_report(args, rates, results, None, load_before, [sys.argv[0], *argv], start)
+    for _ in tqdm(range(args.repeats), desc="rounds"):
+        for name, c in compiled.items():
+            rounds[name]["train_step"].append(call_seconds(c.step, c.step_args))
+            rounds[name]["forward"].append(call_seconds(c.forward, c.forward_args))
+        results = {name: timings(c, rounds[name]) for name, c in compiled.items()}
+        report = write_report(
+            args, rates, results, None, load_before, [sys.argv[0], *argv], start, started_at
+        )
+    for name, r in results.items():
+        print(f"{name:28s} train step {r['train_step_s']:.3f} s  forward {r['forward_s']:.3f} s")
     if not args.no_blocks:
         blocks = bench_blocks(args.batch, args.repeats, rates)
-        report = write_report(args, rates, results, blocks, load_before, [sys.argv[0], *argv],
-                              start)
+        report = write_report(
+            args, rates, results, blocks, load_before, [sys.argv[0], *argv], start, started_at
+        )
     return report
 
 
-def write_report(args: argparse.Namespace, rates: dict, results: dict[str, dict],
-                 blocks: dict | None, load_before: tuple, argv: list[str], start: float) -> dict:
+def write_report(
+    args: argparse.Namespace,
+    rates: dict,
+    results: dict[str, dict],
+    blocks: dict | None,
+    load_before: tuple,
+    argv: list[str],
+    start: float,
+    started_at: provenance.Commit,
+) -> dict:
     """Write what has been measured so far (after every model: a long run keeps its results)."""
     base = results["classical"]
     for r in results.values():
@@ -259,34 +326,51 @@ def write_report(args: argparse.Namespace, rates: dict, results: dict[str, dict]
     floor = results.get("classical-attention-free")
     if floor:
         summary["train_step_vs_attention_free"] = round(
-            base["train_step_s"] / floor["train_step_s"], 2)
+            base["train_step_s"] / floor["train_step_s"], 2
+        )
         summary["forward_vs_attention_free"] = round(base["forward_s"] / floor["forward_s"], 2)
+        for kind in ("train_step", "forward"):  # the same ratio within each round
+            summary[f"{kind}_vs_attention_free_by_round"] = [
+                round(a / b, 2) for a, b in zip(base[f"{kind}_rounds_s"], floor[f"{kind}_rounds_s"])
+            ]
     before = results.get("classical-direct-attention")
     if before:
         summary["train_step_speedup_vs_direct_attention"] = round(
-            before["train_step_s"] / base["train_step_s"], 2)
+            before["train_step_s"] / base["train_step_s"], 2
+        )
         summary["forward_speedup_vs_direct_attention"] = round(
-            before["forward_s"] / base["forward_s"], 2)
+            before["forward_s"] / base["forward_s"], 2
+        )
     summary["train_step_gflops"] = {  # XLA's FLOPs of the step (see xla_cost) per second
         name: round(r["train_step_xla"]["flops"] / r["train_step_s"] / 1e9, 1)
-        for name, r in results.items() if name.startswith("classical")}
+        for name, r in results.items()
+        if name.startswith("classical")
+    }
     report = {
         "description": "CPU time of one training step (forward+backward+Adam, batch "
         f"{args.batch}) and of one forward pass at batch {args.sample_batch} (one sampling "
-        f"step), best of {args.repeats} calls after compilation; peak = XLA's planned memory",
-        "target": {"train_step_vs_attention_free_max": TARGET_VS_ATTENTION_FREE,
-                   "forward_vs_attention_free_max": TARGET_VS_ATTENTION_FREE,
-                   "applies_to": "classical"},
+        f"step), best of {args.repeats} interleaved rounds after compilation; peak = XLA's "
+        "planned memory",
+        "target": {
+            "train_step_vs_attention_free_max": TARGET_VS_ATTENTION_FREE,
+            "forward_vs_attention_free_max": TARGET_VS_ATTENTION_FREE,
+            "applies_to": "classical",
+        },
         "machine": rates,
         "summary": summary,
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "models": results,
         "blocks": blocks,
-        "provenance": provenance(argv, time.perf_counter() - start),
+        "provenance": provenance.record(
+            provenance.python_command(argv),
+            wall_s=round(time.perf_counter() - start, 1),
+            packages=("jax", "jaxlib", "flax", "optax", "numpy"),
+            allow_dirty=args.allow_dirty,
+            found=started_at,
+        ),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    io.write_json(args.out, report, sort_keys=False)  # models in the paper's column order
     return report
 
 

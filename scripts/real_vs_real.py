@@ -11,21 +11,22 @@ reused by ``qhd_lib.metrics.evaluate`` (same dataset, ``n`` and resize mode).
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
-import sys
 import time
 from pathlib import Path
 
-from qhd_lib import metrics
-from qhd_lib.provenance import ROOT, device_info, git_commit
+from qhd_lib import io, metrics, provenance
+from qhd_lib.errors import ProvenanceError
+from qhd_lib.provenance import ROOT, device_info
 
 
 def device() -> dict[str, object]:
     """CPU, cores, load average and torch threads (timings on a shared CPU need them)."""
-    return {"device": "cpu (torch)", **device_info(jax_devices=False),
-            "torch_threads": metrics._torch().get_num_threads()}
+    return {
+        "device": "cpu (torch)",
+        **device_info(jax_devices=False),
+        "torch_threads": metrics._torch().get_num_threads(),
+    }
 
 
 def timed_features(dataset: str, split: str, n: int, resize: str, batch_size: int) -> tuple:
@@ -39,25 +40,36 @@ def timed_features(dataset: str, split: str, n: int, resize: str, batch_size: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist"))
-    parser.add_argument("--n", type=int, default=7000, help="images per set (the paper measures 7 000)")
+    parser.add_argument(
+        "--n", type=int, default=7000, help="images per set (the paper measures 7 000)"
+    )
     parser.add_argument("--resize", default=metrics.DEFAULT_RESIZE, choices=metrics.RESIZE_MODES)
     parser.add_argument("--seed", type=int, default=0, help="seed of KID's subsets")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "metrics_real_vs_real.json")
+    provenance.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        started_at = provenance.apply_arguments(args, args.out)
+    except ProvenanceError as error:  # refused before any work
+        parser.error(str(error))
 
     start = time.perf_counter()
-    test, test_s, test_cpu, test_computed = timed_features(args.dataset, "test", args.n, args.resize,
-                                                           args.batch_size)
-    train, train_s, train_cpu, train_computed = timed_features(args.dataset, "train", args.n, args.resize,
-                                                               args.batch_size)
-    kid_mean, kid_std = metrics.kid_from_features(train, test, subset_size=min(100, args.n), seed=args.seed)
+    test, test_s, test_cpu, test_computed = timed_features(
+        args.dataset, "test", args.n, args.resize, args.batch_size
+    )
+    train, train_s, train_cpu, train_computed = timed_features(
+        args.dataset, "train", args.n, args.resize, args.batch_size
+    )
+    kid_mean, kid_std = metrics.kid_from_features(
+        train, test, subset_size=min(100, args.n), seed=args.seed
+    )
     computed_s = test_s * test_computed + train_s * train_computed
     computed_cpu = test_cpu * test_computed + train_cpu * train_computed
     computed_n = args.n * (test_computed + train_computed)
     result = {
         "what": f"FID/KID of the first {args.n} {args.dataset} test images against the first "
-                f"{args.n} training images (the real-vs-real floor)",
+        f"{args.n} training images (the real-vs-real floor)",
         "dataset": args.dataset,
         "n_per_set": args.n,
         "fid": metrics.fid_from_features(train, test),
@@ -67,24 +79,29 @@ def main() -> None:
         "kid_subsets": 100,
         "resize": args.resize,
         "weights_sha256": metrics.FEATURES_SHA256,
-        "feature_seconds": {"test": test_s, "train": train_s,
-                            "computed_now": {"test": test_computed, "train": train_computed}},
+        "feature_seconds": {
+            "test": test_s,
+            "train": train_s,
+            "computed_now": {"test": test_computed, "train": train_computed},
+        },
         "seconds_per_1000_images": 1000 * computed_s / computed_n if computed_n else None,
         "cpu_seconds_per_1000_images": 1000 * computed_cpu / computed_n if computed_n else None,
-        "provenance": {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "commit": git_commit(),
-            "device": device(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "packages": {name: importlib.metadata.version(name)
-                         for name in ("torch", "torchmetrics", "numpy")},
-            "wall_time_s": time.perf_counter() - start,
-            "seed": args.seed,
-        },
+        "provenance": provenance.record(
+            provenance.python_command(),
+            seed=args.seed,
+            wall_s=time.perf_counter() - start,
+            packages=("torch", "torchmetrics", "numpy"),
+            device=device(),
+            allow_dirty=args.allow_dirty,
+            found=started_at,
+        ),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("fid", "kid_mean", "kid_std", "seconds_per_1000_images")}))
+    io.write_json(args.out, result, sort_keys=False)
+    print(
+        json.dumps(
+            {k: result[k] for k in ("fid", "kid_mean", "kid_std", "seconds_per_1000_images")}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qhd_lib.models import Attention, LinearAttention, activation_shapes, make_model
-from qhd_lib.models import layers
+from qhd_lib.models import Attention, LinearAttention, activation_shapes, layers, make_model
 from tests.attention_oracle import DirectAttention, DirectLinearAttention
 
 TOLERANCE = 1e-5  # ‖library − oracle‖ / ‖oracle‖ per output and per gradient leaf
 
 ATTENTION_INPUTS = {  # block name → (H, W, C) of its input, read off the classical U-Net
-    name: shape[1:] for name, shape in activation_shapes(make_model("classical")).items()
+    name: shape[1:]
+    for name, shape in activation_shapes(make_model("classical")).items()
     if name.endswith("attnblock")
 }
 
@@ -68,8 +68,7 @@ def test_attention_matches_the_direct_formula_in_values_and_gradients(name):
     x = jax.random.normal(jax.random.key(0), (4, *ATTENTION_INPUTS[name]))
     params = old.init(jax.random.key(1), x)["params"]
     # trained weights are not at their initial values: a nonzero output bias and norm scale
-    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
-                          params)
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
     out_new, grads_new = outputs_and_gradients(new, params, x)
     out_old, grads_old = outputs_and_gradients(old, params, x)
     assert relative_error(out_new, out_old) <= TOLERANCE
@@ -91,7 +90,8 @@ def test_the_unet_is_unchanged_by_the_rearranged_attention(monkeypatch):
     monkeypatch.setattr(layers, "LinearAttention", DirectLinearAttention)
     monkeypatch.setattr(layers, "Attention", DirectAttention)
     assert jax.tree.structure(jax.eval_shape(unet.init, jax.random.key(1), x, t)["params"]) == (
-        jax.tree.structure(params))
+        jax.tree.structure(params)
+    )
     old = jax.jit(jax.value_and_grad(loss))(params)
     assert relative_error(new[0], old[0]) <= TOLERANCE
     # A conv followed by GroupNorm has a bias whose gradient is 0 (the norm removes it): both

@@ -49,23 +49,29 @@ MAX_SCREENSHOT_HEIGHT = 16_000  # Chromium cannot capture taller images in one p
 
 #: CDN URL prefixes in the built pages and the npm package (name@version-or-range) that serves them.
 JSDELIVR_NPM = re.compile(r"https://cdn\.jsdelivr\.net/npm/((?:@[\w.-]+/)?[\w.-]+@[\w.^~-]+)/")
-CDNJS_REQUIREJS = re.compile(r"https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/([\d.]+)/require\.min\.js")
+CDNJS_REQUIREJS = re.compile(
+    r"https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/([\d.]+)/require\.min\.js"
+)
 INTEGRITY = re.compile(r'\s(?:integrity|crossorigin)="[^"]*"')
 
 
 #: Messages the browser shows for every Jupyter Book 1.x site, harmless and not ours to fix.
 KNOWN_HARMLESS = {
-    r"Identifier 'THEBE_JS_URL' has already been declared":
-        "sphinx-thebe 0.3.1 on Sphinx 7.4 writes its inline config twice; the first copy works",
-    r"/@jupyter-widgets/html-manager/dist/\w+\.(woff2?|ttf|eot|svg)$":
-        "html-manager 1.0.6 looks for its icon fonts next to the page (404 on any host); widgets still work",
+    r"Identifier 'THEBE_JS_URL' has already been declared": (
+        "sphinx-thebe 0.3.1 on Sphinx 7.4 writes its inline config twice; the first copy works"
+    ),
+    r"/@jupyter-widgets/html-manager/dist/\w+\.(woff2?|ttf|eot|svg)$": (
+        "html-manager 1.0.6 looks for its icon fonts next to the page (404 on any host); "
+        "widgets still work"
+    ),
     r"/favicon\.ico$": "the browser asks for a favicon the book does not have",
 }
 REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"')
 
 
 def html_files() -> list[str]:
-    """The HTML files of the build, relative to its root (``_static`` and ``_sources`` hold none of ours)."""
+    """The HTML files of the build, relative to its root (``_static`` and ``_sources`` hold
+    none of ours)."""
     if not HTML_DIR.is_dir():
         return []
     return sorted(
@@ -103,7 +109,8 @@ def cdn_packages(pages: list[str]) -> set[str]:
 
 
 def npm_mirror(specs: set[str]) -> Path:
-    """Unpack each npm package into ``<user cache>/qhd-book/cdn/<spec>/`` (once) and return the folder."""
+    """Unpack each npm package into ``<user cache>/qhd-book/cdn/<spec>/`` (once) and return
+    the folder."""
     import platformdirs
 
     mirror = Path(platformdirs.user_cache_dir("qhd-book")) / "cdn"
@@ -111,10 +118,16 @@ def npm_mirror(specs: set[str]) -> Path:
         target = mirror / spec
         if target.is_dir():
             continue
-        require(shutil.which("npm") is not None, f"npm is needed to mirror {spec} from the npm registry")
+        require(
+            shutil.which("npm") is not None, f"npm is needed to mirror {spec} from the npm registry"
+        )
         with tempfile.TemporaryDirectory() as scratch:
             packed = subprocess.run(
-                ["npm", "pack", "--json", spec], cwd=scratch, capture_output=True, text=True, timeout=300
+                ["npm", "pack", "--json", spec],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             assert packed.returncode == 0, f"`npm pack {spec}` failed: {packed.stderr}"
             tarball = Path(scratch) / json.loads(packed.stdout)[0]["filename"]
@@ -130,10 +143,17 @@ def rewrite_cdn_urls(html: str) -> str:
 
     npm ships require.js unminified, so the cdnjs file's integrity hash cannot match.
     """
-    html = re.sub(r"<script[^>]*>", lambda tag: INTEGRITY.sub("", tag[0]) if "https://" in tag[0] else tag[0], html)
+    html = re.sub(
+        r"<script[^>]*>",
+        lambda tag: INTEGRITY.sub("", tag[0]) if "https://" in tag[0] else tag[0],
+        html,
+    )
     html = CDNJS_REQUIREJS.sub(r"/_cdn/requirejs@\1/require.js", html)
     html = JSDELIVR_NPM.sub(r"/_cdn/\1/", html)
-    return html.replace('data-jupyter-widgets-cdn="https://cdn.jsdelivr.net/npm/"', 'data-jupyter-widgets-cdn="/_cdn/"')
+    return html.replace(
+        'data-jupyter-widgets-cdn="https://cdn.jsdelivr.net/npm/"',
+        'data-jupyter-widgets-cdn="/_cdn/"',
+    )
 
 
 class BookHandler(http.server.SimpleHTTPRequestHandler):
@@ -153,7 +173,10 @@ class BookHandler(http.server.SimpleHTTPRequestHandler):
         if local.is_dir():
             local = local / "index.html"
         if local.suffix == ".html" and local.is_file():
-            return self._send(rewrite_cdn_urls(local.read_text(encoding="utf-8")).encode(), "text/html; charset=utf-8")
+            return self._send(
+                rewrite_cdn_urls(local.read_text(encoding="utf-8")).encode(),
+                "text/html; charset=utf-8",
+            )
         return super().send_head()
 
     def _send(self, body: bytes, content_type: str) -> io.BytesIO:
@@ -197,7 +220,9 @@ class DevTools:
 
     def wait_for(self, method: str, session: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not any(e.get("method") == method and e.get("sessionId") == session for e in self.events):
+        while not any(
+            e.get("method") == method and e.get("sessionId") == session for e in self.events
+        ):
             self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
             try:
                 self.events.append(json.loads(self.ws.recv()))
@@ -208,7 +233,11 @@ class DevTools:
 
     def evaluate(self, session: str, expression: str) -> object:
         result = self.call(
-            "Runtime.evaluate", session, expression=expression, awaitPromise=True, returnByValue=True,
+            "Runtime.evaluate",
+            session,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
             timeout=PAGE_TIMEOUT_S * 1000,
         )
         if "exceptionDetails" in result:
@@ -216,19 +245,36 @@ class DevTools:
         return result["result"].get("value")
 
 
-
 @contextlib.contextmanager
 def chromium() -> Iterator[DevTools]:
     """Headless Chromium with an empty profile, no background traffic and no host but 127.0.0.1."""
-    binary = os.environ.get("QHD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    binary = (
+        os.environ.get("QHD_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
     require(binary is not None, "Chromium is not installed; on Debian: apt-get install -y chromium")
     with tempfile.TemporaryDirectory(prefix="qhd-chromium-") as profile:
         command = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-            "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-            "--no-default-browser-check", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}", f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank",
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--mute-audio",
+            "--no-default-browser-check",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
         ]
         with open(Path(profile) / "chromium.log", "w") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -258,7 +304,9 @@ def chromium() -> Iterator[DevTools]:
 @contextlib.contextmanager
 def serve(mirror: Path) -> Iterator[str]:
     """Serve the book on a free port of 127.0.0.1; yield its base URL."""
-    handler = functools.partial(type("Handler", (BookHandler,), {"mirror": mirror.resolve()}), directory=str(HTML_DIR))
+    handler = functools.partial(
+        type("Handler", (BookHandler,), {"mirror": mirror.resolve()}), directory=str(HTML_DIR)
+    )
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -282,18 +330,27 @@ SETTLE_AND_REPORT = """
     return img.complete ? null : new Promise(resolve => { img.onload = img.onerror = resolve; });
   });
   await Promise.race([Promise.all(pending), sleep(20000)]);
-  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
-  const rendered = () => Array.from(views, v => v.parentElement.querySelector('.jupyter-widgets') !== null);
+  const views = document.querySelectorAll(
+    'script[type="application/vnd.jupyter.widget-view+json"]');
+  const rendered = () => Array.from(
+    views, v => v.parentElement.querySelector('.jupyter-widgets') !== null);
   while (rendered().includes(false) && Date.now() < deadline) await sleep(100);
   const math = Array.from(document.querySelectorAll('.math'));
   return {
-    broken_images: Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.currentSrc || i.src),
+    broken_images: Array.from(document.images)
+      .filter(i => i.naturalWidth === 0)
+      .map(i => i.currentSrc || i.src),
     math_count: math.length,
-    untypeset_math: math.filter(m => m.querySelector('mjx-container') === null).map(m => m.textContent.slice(0, 80)),
-    math_errors: Array.from(document.querySelectorAll('mjx-merror'), e => e.getAttribute('data-mjx-error') || e.textContent),
+    untypeset_math: math
+      .filter(m => m.querySelector('mjx-container') === null)
+      .map(m => m.textContent.slice(0, 80)),
+    math_errors: Array.from(
+      document.querySelectorAll('mjx-merror'),
+      e => e.getAttribute('data-mjx-error') || e.textContent),
     widgets_expected: views.length,
     widgets_rendered: rendered().filter(Boolean).length,
-    ids: Array.from(document.querySelectorAll('[id], a[name]'), e => e.id || e.getAttribute('name')),
+    ids: Array.from(
+      document.querySelectorAll('[id], a[name]'), e => e.id || e.getAttribute('name')),
     links: Array.from(document.querySelectorAll('a[href]'), a => a.href),
   };
 })()
@@ -325,14 +382,20 @@ def page_errors(events: list[dict]) -> list[str]:
         if method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text")
-            errors.append(f"exception: {text} ({details.get('url', '')}:{details.get('lineNumber', '')})")
+            errors.append(
+                f"exception: {text} ({details.get('url', '')}:{details.get('lineNumber', '')})"
+            )
         elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-            text = " ".join(str(arg.get("value", arg.get("description", ""))) for arg in params["args"])
+            text = " ".join(
+                str(arg.get("value", arg.get("description", ""))) for arg in params["args"]
+            )
             errors.append(f"console.{params['type']}: {text}")
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             entry = params["entry"]
             errors.append(f"{entry['source']}: {entry['text']} {entry.get('url', '')}".strip())
-    return [error for error in errors if not any(re.search(known, error) for known in KNOWN_HARMLESS)]
+    return [
+        error for error in errors if not any(re.search(known, error) for known in KNOWN_HARMLESS)
+    ]
 
 
 def visit(devtools: DevTools, base_url: str, page: str) -> PageReport:
@@ -348,8 +411,14 @@ def visit(devtools: DevTools, base_url: str, page: str) -> PageReport:
         devtools.wait_for("Page.loadEventFired", session, PAGE_TIMEOUT_S)
         facts = devtools.evaluate(session, SETTLE_AND_REPORT)
         size = devtools.call("Page.getLayoutMetrics", session)["cssContentSize"]
-        devtools.call("Emulation.setDeviceMetricsOverride", session, width=VIEWPORT[0], deviceScaleFactor=1,
-                      height=max(VIEWPORT[1], min(int(size["height"]), MAX_SCREENSHOT_HEIGHT)), mobile=False)
+        devtools.call(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=VIEWPORT[0],
+            deviceScaleFactor=1,
+            height=max(VIEWPORT[1], min(int(size["height"]), MAX_SCREENSHOT_HEIGHT)),
+            mobile=False,
+        )
         png = devtools.call("Page.captureScreenshot", session, format="png")
         screenshot = SCREENSHOT_DIR / (page.removesuffix(".html").replace("/", "__") + ".png")
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -359,10 +428,17 @@ def visit(devtools: DevTools, base_url: str, page: str) -> PageReport:
         devtools.call("Target.closeTarget", targetId=target)
         devtools.events = [e for e in devtools.events if e.get("sessionId") != session]
     return PageReport(
-        url=url, errors=errors, broken_images=facts["broken_images"], math_count=facts["math_count"],
-        untypeset_math=facts["untypeset_math"], math_errors=facts["math_errors"],
-        widgets_expected=facts["widgets_expected"], widgets_rendered=facts["widgets_rendered"],
-        ids=set(facts["ids"]), links=facts["links"], screenshot=screenshot,
+        url=url,
+        errors=errors,
+        broken_images=facts["broken_images"],
+        math_count=facts["math_count"],
+        untypeset_math=facts["untypeset_math"],
+        math_errors=facts["math_errors"],
+        widgets_expected=facts["widgets_expected"],
+        widgets_rendered=facts["widgets_rendered"],
+        ids=set(facts["ids"]),
+        links=facts["links"],
+        screenshot=screenshot,
     )
 
 
@@ -374,7 +450,8 @@ class Site:
     pages: dict[str, PageReport]
 
     def local_path(self, link: str) -> str | None:
-        """The path inside the book a link points to (``""`` for the root), None if it leaves the book."""
+        """The path inside the book a link points to (``""`` for the root), None if it leaves
+        the book."""
         if not link.startswith(self.base_url):
             return None
         path = unquote(urlsplit(link).path).removeprefix("/")
@@ -383,14 +460,18 @@ class Site:
     def ids_of(self, path: str) -> set[str]:
         if path in self.pages:
             return self.pages[path].ids
-        return set(re.findall(r'\b(?:id|name)="([^"]+)"', (HTML_DIR / path).read_text(encoding="utf-8")))
+        return set(
+            re.findall(r'\b(?:id|name)="([^"]+)"', (HTML_DIR / path).read_text(encoding="utf-8"))
+        )
 
 
 @pytest.fixture(scope="module")
 def site() -> Site:
     """Every page of the built book, visited once in Chromium."""
     if not PAGES:
-        pytest.skip(f"the book is not built (no pages in {HTML_DIR}); run `make book` or set QHD_BOOK_HTML")
+        pytest.skip(
+            f"the book is not built (no pages in {HTML_DIR}); run `make book` or set QHD_BOOK_HTML"
+        )
     mirror = npm_mirror(cdn_packages(PAGES))
     with serve(mirror) as base_url, chromium() as devtools:
         return Site(base_url, {page: visit(devtools, base_url, page) for page in PAGES})
@@ -414,7 +495,9 @@ def test_page_images_are_all_loaded(site, page):
 @page_parameter
 def test_page_equations_are_typeset_by_mathjax(site, page):
     report = site.pages[page]
-    assert not report.untypeset_math, "raw TeX left (did MathJax run?):\n" + "\n".join(report.untypeset_math)
+    assert not report.untypeset_math, "raw TeX left (did MathJax run?):\n" + "\n".join(
+        report.untypeset_math
+    )
     assert not report.math_errors, "MathJax could not typeset:\n" + "\n".join(report.math_errors)
 
 
@@ -453,7 +536,10 @@ def test_page_external_links_are_well_formed(site, page):
         if parts.scheme == "mailto":
             ok = "@" in parts.path
         else:
-            ok = parts.scheme in ("http", "https") and re.fullmatch(r"[\w.-]+\.[a-z]{2,}(:\d+)?", parts.netloc) is not None
+            ok = (
+                parts.scheme in ("http", "https")
+                and re.fullmatch(r"[\w.-]+\.[a-z]{2,}(:\d+)?", parts.netloc) is not None
+            )
         if not ok and not link.startswith("javascript:"):
             malformed.append(link)
     assert not malformed, "\n".join(malformed)

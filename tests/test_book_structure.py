@@ -72,6 +72,36 @@ def test_widgets_leave_a_static_figure_not_a_dead_view(path: Path) -> None:
     nb = json.loads(path.read_text())
     assert "widgets" not in nb["metadata"], "strip the saved widget state"
     for cell in nb["cells"]:
-        views = [o for o in cell.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        views = [
+            o
+            for o in cell.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        ]
         if views:
             assert "remove-output" in cell["metadata"].get("tags", []), "".join(cell["source"])[:80]
+
+
+def shown_sources(path: Path) -> list[str]:
+    """The plain-text outputs of the chapter's ``show_source(...)`` cells."""
+    nb = json.loads(path.read_text())
+    shown = []
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "show_source(" in "".join(cell["source"]):
+            for output in cell.get("outputs", []):
+                text = output.get("data", {}).get("text/plain")
+                if text:
+                    shown.append("".join(text))
+    return shown
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_shown_library_source_is_current(path: Path) -> None:
+    """Source a chapter shows with ``show_source`` is the library's source today, not stale."""
+    library = "\n".join(p.read_text() for p in sorted((ROOT / "qhd_lib").rglob("*.py")))
+    stale = [text.splitlines()[0] for text in shown_sources(path) if text not in library]
+    assert not stale, f"re-execute the chapter (`make notebooks`): stale source of {stale}"
+
+
+def test_show_source_outputs_are_found() -> None:
+    """The check above reads something: the chapters show library source in plain text."""
+    assert sum(len(shown_sources(p)) for p in notebooks()) >= 5

@@ -26,7 +26,11 @@ BIBLIOGRAPHY = ROOT / "book" / "references.bib"
 
 
 def documents() -> list[Path]:
-    return sorted(ROOT.glob("book/*.md")) + [ROOT / "README.md"] + sorted(ROOT.glob("notebooks/*.ipynb"))
+    return (
+        sorted(ROOT.glob("book/*.md"))
+        + [ROOT / "README.md"]
+        + sorted(ROOT.glob("notebooks/*.ipynb"))
+    )
 
 
 DOCUMENTS = [path for path in documents() if path.is_file()]
@@ -51,13 +55,16 @@ INLINE_CODE = re.compile(r"(`+)(?!`).+?(?<!`)\1", re.DOTALL)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'][^)]*[\"'])?\s*\)")
 AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
 BARE_URL = re.compile(r"(?<![(<\"'])\bhttps?://[^\s<>()\"'`\]]+")
-LABEL = re.compile(r"^\(([^()\s]+)\)=\s*$|^:(?:label|name):\s*(\S+)|^.*\$\$\s*\(([^()\s]+)\)\s*$", re.MULTILINE)
+LABEL = re.compile(
+    r"^\(([^()\s]+)\)=\s*$|^:(?:label|name):\s*(\S+)|^.*\$\$\s*\(([^()\s]+)\)\s*$", re.MULTILINE
+)
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?::\d+)?", re.IGNORECASE)
 
 
 def without_code(markdown: str) -> tuple[str, list[tuple[str, str]]]:
-    """Drop code blocks (keeping directive bodies) and return the text and the directives' (name, argument)."""
+    """Drop code blocks (keeping directive bodies) and return the text and the directives'
+    (name, argument)."""
     directives = []
 
     def replace(block: re.Match) -> str:
@@ -72,7 +79,8 @@ def without_code(markdown: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def slug(heading: str) -> str:
-    """The anchor MyST and GitHub give a heading (lower case, punctuation dropped, spaces to '-')."""
+    """The anchor MyST and GitHub give a heading (lower case, punctuation dropped, spaces to
+    '-')."""
     text = re.sub(r"[`*_]|\{[\w:]+\}", "", heading).strip().lower()
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
@@ -83,7 +91,8 @@ HEADING_ANCHORS = "heading_anchors" in (ROOT / "_config.yml").read_text(encoding
 
 @cache
 def anchors_of(path: Path) -> frozenset[str]:
-    """Explicit labels, and heading anchors where the renderer makes them, of a document or notebook."""
+    """Explicit labels, and heading anchors where the renderer makes them, of a document or
+    notebook."""
     text, _ = without_code(markdown_of(path))
     labels = {next(group for group in match.groups() if group) for match in LABEL.finditer(text)}
     if HEADING_ANCHORS or path.name == "README.md":
@@ -98,7 +107,11 @@ def all_labels() -> frozenset[str]:
 
 @cache
 def bibtex_keys() -> frozenset[str]:
-    return frozenset(re.findall(r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,", BIBLIOGRAPHY.read_text(encoding="utf-8"), re.MULTILINE))
+    return frozenset(
+        re.findall(
+            r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,", BIBLIOGRAPHY.read_text(encoding="utf-8"), re.MULTILINE
+        )
+    )
 
 
 def role_target(content: str) -> str:
@@ -112,18 +125,23 @@ def resolve(document: Path, target: str) -> Path:
 
 
 def link_problems(document: Path, markdown: str) -> list[str]:
-    """Every link, role, directive path and citation in ``document``'s markdown that does not resolve."""
+    """Every link, role, directive path and citation in ``document``'s markdown that does not
+    resolve."""
     text, directives = without_code(markdown)
     problems = []
     for role, content in ROLE.findall(text):
         if role == "doc":
             target = role_target(content)
-            if not any(resolve(document, target + suffix).is_file() for suffix in (".md", ".ipynb", "")):
+            if not any(
+                resolve(document, target + suffix).is_file() for suffix in (".md", ".ipynb", "")
+            ):
                 problems.append(f"{{doc}}`{content}`: no document {target}(.md|.ipynb)")
         elif role.startswith("cite"):
             for key in (k.strip() for k in content.split(",")):
                 if key not in bibtex_keys():
-                    problems.append(f"{{{role}}}`{key}`: no such entry in {BIBLIOGRAPHY.relative_to(ROOT)}")
+                    problems.append(
+                        f"{{{role}}}`{key}`: no such entry in {BIBLIOGRAPHY.relative_to(ROOT)}"
+                    )
         elif role_target(content) not in all_labels():
             problems.append(f"{{{role}}}`{content}`: no label {role_target(content)!r} in the book")
     for name, argument in directives:
@@ -146,8 +164,15 @@ def link_problems(document: Path, markdown: str) -> list[str]:
         else:
             path = resolve(document, unquote(parts.path)) if parts.path else document
             if not path.exists():
-                problems.append(f"{target}: no such file {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-            elif parts.fragment and path.suffix in (".md", ".ipynb") and unquote(parts.fragment) not in anchors_of(path):
+                problems.append(
+                    f"{target}: no such file "
+                    f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+                )
+            elif (
+                parts.fragment
+                and path.suffix in (".md", ".ipynb")
+                and unquote(parts.fragment) not in anchors_of(path)
+            ):
                 problems.append(f"{target}: no label or heading {parts.fragment!r} in {path.name}")
     return problems
 
@@ -186,7 +211,13 @@ def test_checks_catch_a_misspelling_and_broken_links(tmp_path):
     )
     assert "Teh" in misspellings(probe, markdown, tmp_path)
     problems = "\n".join(link_problems(probe, markdown))
-    for expected in ("nowhere.md: no such file", "no-such-heading", "99_none", "no_such_key", "no-such-label",
-                     "https://example: malformed URL"):
+    for expected in (
+        "nowhere.md: no such file",
+        "no-such-heading",
+        "99_none",
+        "no_such_key",
+        "no-such-label",
+        "https://example: malformed URL",
+    ):
         assert expected in problems
     assert "elsewhere.md" not in problems

@@ -24,6 +24,7 @@ from qhd_lib.circuits.simulator import (
     run_dense,
     run_network,
 )
+from qhd_lib.errors import ConfigError
 
 _sim = jax.jit(simulate, static_argnums=0)
 
@@ -92,9 +93,15 @@ def test_basic_entangler_is_pennylanes_template(reference):
     np.testing.assert_allclose(_sim(ansatz, x, theta), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,kwargs", [("hqconv", {"layers": 1}), ("fqconv", {"layers": 1}),
-                                         ("basic_entangler", {"channels": 1, "layers": 2}),
-                                         ("released_hqconv", {"layers": 1})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("hqconv", {"layers": 1}),
+        ("fqconv", {"layers": 1}),
+        ("basic_entangler", {"channels": 1, "layers": 2}),
+        ("released_hqconv", {"layers": 1}),
+    ],
+)
 def test_parameter_shift_equals_autodiff(name, kwargs):
     ansatz = make_ansatz(name, **kwargs)
     x, theta = _inputs(ansatz, batch=2), _theta(ansatz)
@@ -120,10 +127,20 @@ def test_hqconv_pairs_follow_the_text_and_the_released_order():
     assert [g.kind for g in layer[:2]] == ["crz", "crx"]
     pairs = [(g.control, g.target) for g in layer[::2]]
     assert pairs == [
-        (11, 8), (10, 11), (9, 10), (8, 9),  # A block of channel 2: p = 3, 2, 1, 0
-        (7, 4), (6, 7), (5, 6), (4, 5),      # channel 1
-        (3, 0), (2, 3), (1, 2), (0, 1),      # channel 0
-        (4, 8), (0, 4),                      # B blocks: first qubits, control in channel c
+        (11, 8),
+        (10, 11),
+        (9, 10),
+        (8, 9),  # A block of channel 2: p = 3, 2, 1, 0
+        (7, 4),
+        (6, 7),
+        (5, 6),
+        (4, 5),  # channel 1
+        (3, 0),
+        (2, 3),
+        (1, 2),
+        (0, 1),  # channel 0
+        (4, 8),
+        (0, 4),  # B blocks: first qubits, control in channel c
     ]
     assert [g.param for g in layer] == list(range(28))
 
@@ -170,13 +187,17 @@ def test_a_chain_with_bonds_both_ways_matches_the_dense_simulation():
     assert all({op[0] for op in site.ops} >= {"copy", "add"} for site in network.sites)
     assert network.chain is not None
     single, angles = encode(_inputs(ansatz)), ansatz.angle_scale * _theta(ansatz)
-    np.testing.assert_allclose(run_network(network, single, angles),
-                               run_dense(dense, single, angles), atol=1e-5)
+    np.testing.assert_allclose(
+        run_network(network, single, angles), run_dense(dense, single, angles), atol=1e-5
+    )
 
 
 def test_a_ring_of_channels_is_contracted_whole():
-    (plan,) = [p for p in compile_plan(make_ansatz("fqconv", stride=1, layers=1))
-               if isinstance(p, NetworkPlan)]
+    (plan,) = [
+        p
+        for p in compile_plan(make_ansatz("fqconv", stride=1, layers=1))
+        if isinstance(p, NetworkPlan)
+    ]
     assert plan.chain is None
 
 
@@ -184,7 +205,9 @@ def test_hand_written_chain_backward_matches_autodiff_of_the_forward():
     shapes = ((1, 16, 8), (8, 16, 8), (8, 16, 2), (2, 4, 1))
     keys = iter(jax.random.split(jax.random.key(3), 2 * len(shapes)))
     products = tuple(jax.random.normal(next(keys), (5, s)) for _, s, _ in shapes)
-    kernels = tuple(jax.random.normal(next(keys), (s, 2 * l * s * r)) for l, s, r in shapes)
+    kernels = tuple(
+        jax.random.normal(next(keys), (s, 2 * bond_left * s * r)) for bond_left, s, r in shapes
+    )
     weights = [jax.random.normal(jax.random.key(4), (5, s)) for _, s, _ in shapes]
 
     def loss(marginals, products, kernels):
@@ -208,21 +231,23 @@ def _hqconv_multiply_adds_by_hand(chunked: bool) -> tuple[int, int]:
     d, s = 8, 16  # bond (3 layers: 2^3) and site (4 qubits) dimensions
     sites = 2 * s * (s * d + d * s * d + d * s)  # real products (16) @ real kernels (16, 2n)
     forward_chain = (
-        d * s * d              # right environment of the last site
-        + d * s * d * d        # middle: T·R
-        + d * s * d * d        # middle: right environment
-        + s * d * d            # first: T·R
-        + d * s * d            # first: left environment
-        + 2 * d * d * s * d    # middle: Lᵀ·(T·R) and Lᵀ·T
-        + d * d * s * d        # middle: left environment
-        + d * d * s            # last: Lᵀ·T
+        d * s * d  # right environment of the last site
+        + d * s * d * d  # middle: T·R
+        + d * s * d * d  # middle: right environment
+        + s * d * d  # first: T·R
+        + d * s * d  # first: left environment
+        + 2 * d * d * s * d  # middle: Lᵀ·(T·R) and Lᵀ·T
+        + d * d * s * d  # middle: left environment
+        + d * d * s  # last: Lᵀ·T
     )
     expval = 3 * s * 4
     backward_chain = (
-        d * s * d + 2 * d * s * d * d          # RG sweep: last, middle (T·RG, environment)
-        + d * s * d + 2 * s * d * d            # first: LG environment, V·R, (Lᵀ·T)·RG
-        + 4 * d * d * s * d                    # middle: LGᵀ·T, environment, V·R, (Lᵀ·T)·RG
-        + d * d * s                            # last: LGᵀ·T
+        d * s * d
+        + 2 * d * s * d * d  # RG sweep: last, middle (T·RG, environment)
+        + d * s * d
+        + 2 * s * d * d  # first: LG environment, V·R, (Lᵀ·T)·RG
+        + 4 * d * d * s * d  # middle: LGᵀ·T, environment, V·R, (Lᵀ·T)·RG
+        + d * d * s  # last: LGᵀ·T
     )
     rebuilt = sites + 4 * (d * s * d * d + d * d * s * d + d * d * s)  # T, T·R, Lᵀ·T
     forward = sites + 4 * forward_chain + expval
@@ -263,9 +288,14 @@ def _xla_dot_multiply_adds(fn, *shapes) -> int:
     return total
 
 
-@pytest.mark.parametrize("name,kwargs,chunk", [
-    ("hqconv", {}, None), ("hqconv", {}, 16), ("hqconv", {"channels": 4, "layers": 2}, None),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,chunk",
+    [
+        ("hqconv", {}, None),
+        ("hqconv", {}, 16),
+        ("hqconv", {"channels": 4, "layers": 2}, None),
+    ],
+)
 def test_cost_model_covers_every_product_xla_runs(monkeypatch, name, kwargs, chunk):
     # XLA's own cost_analysis() is no check here: its flops count a complex multiply-add as 2
     # like a real one and include the elementwise work (13 % above the products for HQConv),
@@ -288,9 +318,13 @@ def test_cost_model_covers_every_product_xla_runs(monkeypatch, name, kwargs, chu
         x = jax.ShapeDtypeStruct((n, ansatz.n_qubits), jnp.float32)
         counted.append([_xla_dot_multiply_adds(f, x, theta) for f in (forward, both)])
         cost = plan_cost(ansatz, n)
-        macs = [sum(c.count // cost.chunks * math.prod(c.shape) for c in contractions)
-                for contractions in (cost.forward_per_input,
-                                     cost.forward_per_input + cost.backward_per_input)]
+        macs = [
+            sum(c.count // cost.chunks * math.prod(c.shape) for c in contractions)
+            for contractions in (
+                cost.forward_per_input,
+                cost.forward_per_input + cost.backward_per_input,
+            )
+        ]
         modelled.append([m // cost.chunk for m in macs] + [cost.chunk])
     (f0, b0), (f1, b1) = counted
     (mf0, mb0, c0), (mf1, mb1, c1) = modelled
@@ -301,14 +335,18 @@ def test_cost_model_covers_every_product_xla_runs(monkeypatch, name, kwargs, chu
 def test_released_hqconv_applies_only_b_blocks_on_mixed_channels():
     ansatz = make_ansatz("released_hqconv", layers=1)
     assert [(g.kind, g.control, g.target, g.param) for g in ansatz.gates] == [
-        ("crz", 5, 10, 0), ("crx", 5, 10, 1), ("crz", 0, 5, 2), ("crx", 0, 5, 3)
+        ("crz", 5, 10, 0),
+        ("crx", 5, 10, 1),
+        ("crz", 0, 5, 2),
+        ("crx", 0, 5, 3),
     ]
     x, theta = _inputs(ansatz), _theta(ansatz)
     grad = jax.jit(jax.grad(lambda t: jnp.sum(simulate(ansatz, x, t))))(theta)
     assert np.all(grad[4:] == 0) and np.all(grad[:4] != 0)
     untouched = [q for q in range(12) if q not in (0, 5, 10)]
-    np.testing.assert_allclose(_sim(ansatz, x, theta)[:, untouched],
-                               np.cos(x[:, untouched]), atol=1e-6)
+    np.testing.assert_allclose(
+        _sim(ansatz, x, theta)[:, untouched], np.cos(x[:, untouched]), atol=1e-6
+    )
 
 
 def test_simulate_keeps_leading_axes_and_jits():
@@ -354,14 +392,14 @@ def test_chunks_are_equal_and_pad_fewer_inputs_than_there_are_chunks(n):
         (lambda: make_ansatz("hqconv", stride=0), "1..3"),
         (lambda: make_ansatz("fqconv", stride=12), "multiple of 12"),
         (lambda: make_ansatz("fqconv", layers=0), "layers must be a positive integer"),
-        (lambda: make_ansatz("qconv"), "unknown ansatz"),
+        (lambda: make_ansatz("qconv"), "unknown ansatz 'qconv'; choose one of hqconv, fqconv"),
         (lambda: make_ansatz("basic_entangler", stride=1), "no stride"),
         (lambda: make_ansatz("released_hqconv", stride=2), "no stride"),
         (lambda: make_ansatz("hqconv", channels=1), "at least 2 channels"),
     ],
 )
 def test_invalid_ansatz_arguments_raise_clear_errors(call, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         call()
 
 

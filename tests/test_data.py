@@ -20,13 +20,18 @@ import numpy as np
 import pytest
 
 from qhd_lib import data
+from qhd_lib.errors import EXIT_CODES, DataError
 
 N_SYNTHETIC = {"train": 6, "test": 4}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array in the IDX format."""
-    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    return (
+        bytes([0, 0, 0x08, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
 
 
 def synthetic_files(seed: int = 0) -> dict[str, bytes]:
@@ -130,7 +135,9 @@ def test_loading_from_the_cache_opens_no_socket(filled, monkeypatch):
 
 
 def test_unknown_dataset_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown dataset 'cifar10'; use one of 'mnist', 'fashion_mnist'"):
+    with pytest.raises(
+        ValueError, match=r"unknown dataset 'cifar10'; use one of 'mnist', 'fashion_mnist'"
+    ):
         data.load("cifar10")
 
 
@@ -140,7 +147,11 @@ def test_unknown_split_lists_the_known_ones():
 
 
 def test_missing_files_without_a_reachable_source_name_each_failure_and_the_fix(cache, monkeypatch):
-    use_sources(monkeypatch, FakeSource(None, "no route to host"), FakeSource(None, "`npm` is not installed"))
+    use_sources(
+        monkeypatch,
+        FakeSource(None, "no route to host"),
+        FakeSource(None, "`npm` is not installed"),
+    )
     with pytest.raises(data.DataNotFoundError) as raised:
         data.load("mnist", "test")
     message = str(raised.value)
@@ -179,14 +190,17 @@ def test_a_truncated_cached_file_is_reported_as_truncated(filled):
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        (bytes([0, 0, 0x08, 0x01]), "magic number is 0x00000801"),  # a label file where images belong
+        (
+            bytes([0, 0, 0x08, 0x01]),
+            "magic number is 0x00000801",
+        ),  # a label file where images belong
         (bytes([0x1F, 0x8B, 0x08, 0x03]), "magic number is 0x1f8b0803"),  # still gzipped
         (bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 4, 32, 32), "32x32 pixels, expected 28x28"),
     ],
 )
 def test_a_wrong_idx_header_is_rejected(filled, header, message):
     path = filled / "mnist" / "t10k-images-idx3-ubyte"
-    path.write_bytes(header + path.read_bytes()[len(header):])
+    path.write_bytes(header + path.read_bytes()[len(header) :])
     with pytest.raises(data.IdxHeaderError, match=message) as raised:
         data.load("mnist", "test")
     assert "python -m qhd_lib.data fetch mnist" in str(raised.value)
@@ -195,7 +209,9 @@ def test_a_wrong_idx_header_is_rejected(filled, header, message):
 def test_images_and_labels_of_different_lengths_are_rejected(filled, monkeypatch, files):
     labels = idx_bytes(np.zeros(N_SYNTHETIC["test"] + 1, np.uint8))
     (filled / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(labels)
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", checksums_of({**files, "t10k-labels-idx1-ubyte": labels}))
+    monkeypatch.setitem(
+        data.CHECKSUMS, "mnist", checksums_of({**files, "t10k-labels-idx1-ubyte": labels})
+    )
     with pytest.raises(data.IdxHeaderError, match="4 images but 5 labels"):
         data.load("mnist", "test")
 
@@ -203,7 +219,9 @@ def test_images_and_labels_of_different_lengths_are_rejected(filled, monkeypatch
 # --- fetching -----------------------------------------------------------------------------------
 
 
-def test_fetch_writes_verified_files_and_a_second_fetch_does_nothing(cache, monkeypatch, files, capsys):
+def test_fetch_writes_verified_files_and_a_second_fetch_does_nothing(
+    cache, monkeypatch, files, capsys
+):
     source = FakeSource(files)
     use_sources(monkeypatch, source)
     folder = data.fetch("mnist")
@@ -241,8 +259,10 @@ def test_fetch_refuses_bytes_that_fail_the_checksum(cache, monkeypatch, files):
     assert not any((cache / "mnist").glob("*-ubyte"))
 
 
-def test_cli_fetch_exits_with_status_1_and_the_reason_when_nothing_is_reachable(cache, capsys):
-    assert data.main(["fetch", "mnist"]) == 1
+def test_cli_fetch_exits_with_the_data_error_status_and_the_reason_when_nothing_is_reachable(
+    cache, capsys
+):
+    assert data.main(["fetch", "mnist"]) == EXIT_CODES[DataError] == 3
     assert "nowhere: offline" in capsys.readouterr().err
 
 
@@ -309,7 +329,9 @@ def real_cache() -> None:
 
 @pytest.mark.parametrize("name", data.DATASETS)
 @pytest.mark.parametrize(("split", "n"), [("train", 60_000), ("test", 10_000)])
-def test_real_dataset_has_the_published_shapes_dtypes_and_labels(real_cache, monkeypatch, name, split, n):
+def test_real_dataset_has_the_published_shapes_dtypes_and_labels(
+    real_cache, monkeypatch, name, split, n
+):
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("network used"))
     images, labels = data.load(name, split)
     assert images.shape == (n, 28, 28) and images.dtype == np.uint8

@@ -17,12 +17,14 @@ RNG = np.random.default_rng(0)
 
 
 def key(seed: int) -> jax.Array:
-    """A JAX key; the "rbg" generator compiles much faster than threefry, which keeps this file fast."""
+    """A JAX key; the "rbg" generator compiles much faster than threefry, which keeps this file
+    fast."""
     return jax.random.key(seed, impl="rbg")
 
 
 def numpy_cosine_alpha_bar(T: int, s: float = 0.008) -> np.ndarray:
-    """alpha_bar at the paper's steps 1..T from Nichol & Dhariwal's formula, float64, no clipping."""
+    """alpha_bar at the paper's steps 1..T from Nichol & Dhariwal's formula, float64, no
+    clipping."""
     f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2
     return f[1:] / f[0]
 
@@ -75,10 +77,13 @@ def test_alpha_bar_T_is_close_to_zero(name: str, T: int) -> None:
 
 
 def test_schedules_match_their_defining_formulas() -> None:
-    """Cosine alpha_bar follows cos^2 (only the clipped last beta differs); linear spans 1e-4..0.02."""
+    """Cosine alpha_bar follows cos^2 (only the clipped last beta differs); linear spans
+    1e-4..0.02."""
     T = 1000
     cos = d.make_schedule("cosine", T)
-    np.testing.assert_allclose(cos.alphas_cumprod[:-1], numpy_cosine_alpha_bar(T)[:-1], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        cos.alphas_cumprod[:-1], numpy_cosine_alpha_bar(T)[:-1], rtol=1e-5, atol=1e-9
+    )
     assert float(cos.betas.max()) == pytest.approx(0.999)
     lin = d.make_schedule("linear", T)
     assert float(lin.betas[0]) == pytest.approx(1e-4)
@@ -104,7 +109,8 @@ def test_posterior_matches_bayes_rule_in_float64(name: str) -> None:
     t = np.array([1, 2, 5, 37, 50, 98, 99])
     x0 = rng.uniform(-1, 1, (len(t), 6))
     x_t = rng.normal(size=(len(t), 6))
-    # prior x_{t-1} | x_0 ~ N(sqrt(abar_prev) x0, 1 - abar_prev); likelihood x_t | x_{t-1} ~ N(sqrt(a) x, beta)
+    # prior x_{t-1} | x_0 ~ N(sqrt(abar_prev) x0, 1 - abar_prev);
+    # likelihood x_t | x_{t-1} ~ N(sqrt(a) x, beta)
     precision = 1 / (1 - alpha_bar_prev[t]) + alpha[t] / beta[t]
     var = 1 / precision
     mean = var[:, None] * (
@@ -112,7 +118,9 @@ def test_posterior_matches_bayes_rule_in_float64(name: str) -> None:
         + (np.sqrt(alpha[t]) / beta[t])[:, None] * x_t
     )
     s = d.make_schedule(name, T)
-    got_mean, got_var, got_log_var = d.q_posterior(s, jnp.asarray(x0), jnp.asarray(x_t), jnp.asarray(t))
+    got_mean, got_var, got_log_var = d.q_posterior(
+        s, jnp.asarray(x0), jnp.asarray(x_t), jnp.asarray(t)
+    )
     np.testing.assert_allclose(got_mean, mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got_var[:, 0], var, rtol=1e-4)
     np.testing.assert_allclose(got_log_var[:, 0], np.log(var), atol=1e-4)
@@ -157,7 +165,8 @@ def test_p2_weights_at_known_steps() -> None:
     assert float(d.p2_weight(lin, 0, gamma=1.0, k=5.0)) == pytest.approx(1 / 10004, rel=1e-3)
     assert float(d.p2_weight(lin, 0, gamma=0.0)) == 1.0
     cos = d.make_schedule("cosine", 1000)
-    # alpha_bar = cos^2(pi/2 * 0.508/1.008) / cos^2(pi/2 * 0.008/1.008) = 0.493767 / 0.999845 = 0.493844
+    # alpha_bar = cos^2(pi/2 * 0.508/1.008) / cos^2(pi/2 * 0.008/1.008)
+    #           = 0.493767 / 0.999845 = 0.493844
     assert float(cos.alphas_cumprod[499]) == pytest.approx(0.4938436, rel=1e-5)
     assert float(d.p2_weight(cos, 499)) == pytest.approx(1 - 0.4938436, rel=1e-5)
     assert float(d.p2_weight(cos, 999)) == pytest.approx(1.0, abs=1e-6)
@@ -193,7 +202,9 @@ def test_ddpm_steps_with_true_noise_keep_the_forward_marginals() -> None:
     x = np.asarray(run(jnp.asarray(RNG.standard_normal(x0.shape), jnp.float32)))
     alpha_bar = float(s.alphas_cumprod_prev[stop])
     var = 1 - alpha_bar
-    np.testing.assert_allclose(x.mean(0), np.sqrt(alpha_bar) * np.asarray(x0[0]), atol=5 * np.sqrt(var / n))
+    np.testing.assert_allclose(
+        x.mean(0), np.sqrt(alpha_bar) * np.asarray(x0[0]), atol=5 * np.sqrt(var / n)
+    )
     np.testing.assert_allclose(x.var(0), var, rtol=5 * np.sqrt(2 / n))
 
 
@@ -255,7 +266,9 @@ def test_non_positive_T_is_rejected(T) -> None:
 
 
 def test_unknown_schedule_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown beta schedule 'quadratic'; use one of cosine, linear"):
+    with pytest.raises(
+        ValueError, match="unknown beta schedule 'quadratic'; use one of cosine, linear"
+    ):
         d.make_schedule("quadratic")
 
 
@@ -268,6 +281,8 @@ def test_unknown_sampler_and_ddpm_with_fewer_steps_are_rejected() -> None:
 
 
 def test_importing_diffusion_loads_neither_pennylane_nor_torch() -> None:
-    code = "import sys, qhd_lib.diffusion; print('pennylane' in sys.modules or 'torch' in sys.modules)"
+    code = (
+        "import sys, qhd_lib.diffusion; print('pennylane' in sys.modules or 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

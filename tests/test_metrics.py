@@ -91,9 +91,18 @@ def evaluations(real: np.ndarray, noisy: list[np.ndarray]) -> tuple[list[dict], 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", refuse)
         patch.setattr(socket.socket, "connect_ex", refuse)
-        results = [M.evaluate(images, "mnist", n_real=N_REAL, real_split="test",
-                              kid_subset_size=N_FAKE, kid_subsets=20, progress=False)
-                   for images in noisy]
+        results = [
+            M.evaluate(
+                images,
+                "mnist",
+                n_real=N_REAL,
+                real_split="test",
+                kid_subset_size=N_FAKE,
+                kid_subsets=20,
+                progress=False,
+            )
+            for images in noisy
+        ]
     return results, attempts
 
 
@@ -116,7 +125,11 @@ def test_evaluate_reports_its_settings(evaluations: tuple[list[dict], list[tuple
     result = evaluations[0][0]
     assert result["resize"] == M.DEFAULT_RESIZE == "tf1"
     assert result["weights_sha256"] == M.FEATURES_SHA256
-    assert (result["n_real"], result["n_fake"], result["kid_subset_size"]) == (N_REAL, N_FAKE, N_FAKE)
+    assert (result["n_real"], result["n_fake"], result["kid_subset_size"]) == (
+        N_REAL,
+        N_FAKE,
+        N_FAKE,
+    )
 
 
 def test_inception_score_is_unavailable_without_1008_class_weights(
@@ -129,14 +142,18 @@ def test_inception_score_is_unavailable_without_1008_class_weights(
 
 
 def test_fid_and_kid_match_torchmetrics_classes_with_the_same_feature_module(
-    mnist: np.ndarray, real: np.ndarray,
+    mnist: np.ndarray,
+    real: np.ndarray,
 ) -> None:
     # TorchMetrics' FID takes general eigenvalues of a d x d matrix (minutes at d = 2048 on a busy
     # 2-core CPU), so its FID sees the first 64 features; the formula does not depend on d.
     module = M.inception()
     fid = FrechetInceptionDistance(feature=FirstFeatures(module, 64))
     kid = KernelInceptionDistance(feature=module, subset_size=3, subsets=10)
-    first, second = torch.from_numpy(mnist[:3]).unsqueeze(1), torch.from_numpy(mnist[3:6]).unsqueeze(1)
+    first, second = (
+        torch.from_numpy(mnist[:3]).unsqueeze(1),
+        torch.from_numpy(mnist[3:6]).unsqueeze(1),
+    )
     with torch.inference_mode():
         for metric in (fid, kid):
             metric.update(first, real=True)
@@ -144,17 +161,19 @@ def test_fid_and_kid_match_torchmetrics_classes_with_the_same_feature_module(
         expected_fid = fid.compute().item()
         torch.manual_seed(7)
         expected_kid = [value.item() for value in kid.compute()]
-    assert M.fid_from_features(real[:3, :64], real[3:6, :64]) == pytest.approx(expected_fid, rel=1e-5)
-    assert M.kid_from_features(real[:3], real[3:6], subset_size=3, subsets=10, seed=7) == pytest.approx(
-        expected_kid, rel=1e-4, abs=1e-7
+    assert M.fid_from_features(real[:3, :64], real[3:6, :64]) == pytest.approx(
+        expected_fid, rel=1e-5
     )
+    assert M.kid_from_features(
+        real[:3], real[3:6], subset_size=3, subsets=10, seed=7
+    ) == pytest.approx(expected_kid, rel=1e-4, abs=1e-7)
 
 
 def synthetic_features(n: int, d: int, seed: int, dead: int = 0) -> np.ndarray:
     """Non-negative correlated features like pool3's; the last ``dead`` ones are always 0."""
     rng = np.random.default_rng(seed)
     feats = np.maximum(rng.standard_normal((n, 8)) @ rng.standard_normal((8, d)) + 0.5, 0)
-    feats[:, d - dead:] = 0
+    feats[:, d - dead :] = 0
     return feats.astype(np.float32)
 
 
@@ -177,9 +196,9 @@ def test_kid_from_features_equals_torchmetrics_kid_for_the_same_seed(real: np.nd
     kid.update(torch.from_numpy(real[10:]), real=False)
     torch.manual_seed(3)
     expected = [value.item() for value in kid.compute()]
-    assert M.kid_from_features(real[:10], real[10:], subset_size=5, subsets=50, seed=3) == pytest.approx(
-        expected, rel=1e-6
-    )
+    assert M.kid_from_features(
+        real[:10], real[10:], subset_size=5, subsets=50, seed=3
+    ) == pytest.approx(expected, rel=1e-6)
 
 
 def test_inception_score_equals_torchmetrics_for_the_same_seed() -> None:
@@ -188,11 +207,15 @@ def test_inception_score_equals_torchmetrics_for_the_same_seed() -> None:
     score.update(torch.from_numpy(logits))
     torch.manual_seed(5)
     expected = [value.item() for value in score.compute()]
-    assert M.inception_score_from_logits(logits, splits=10, seed=5) == pytest.approx(expected, rel=1e-6)
+    assert M.inception_score_from_logits(logits, splits=10, seed=5) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_inception_logits_use_the_classifier_weight_without_bias(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, real: np.ndarray,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+    real: np.ndarray,
 ) -> None:
     weight = torch.randn(1008, M.NUM_FEATURES)
     path = tmp_path / M.IS_FILE
@@ -224,7 +247,8 @@ def test_corrupt_weights_error_names_the_fetch_command(tmp_path, monkeypatch) ->
 
 
 def test_real_features_are_cached_per_dataset_split_count_and_resize(
-    real: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+    real: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cached = list((M.cache_dir() / "features").glob("*.npz"))
     assert [p.name for p in cached] == [f"mnist-test-n{N_REAL}-tf1-{M.FEATURES_SHA256[:12]}.npz"]
@@ -255,9 +279,12 @@ def test_tf1_resize_samples_at_i_times_in_over_out_without_half_pixel_offset() -
 
 
 def test_antialias_resize_uses_half_pixel_centres_and_differs_from_tf1() -> None:
-    image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (1, 1, 28, 28)).astype(np.float32))
-    reference = torch.nn.functional.interpolate(image, size=(299, 299), mode="bilinear",
-                                                align_corners=False, antialias=True)
+    image = torch.from_numpy(
+        np.random.default_rng(2).integers(0, 256, (1, 1, 28, 28)).astype(np.float32)
+    )
+    reference = torch.nn.functional.interpolate(
+        image, size=(299, 299), mode="bilinear", align_corners=False, antialias=True
+    )
     assert torch.equal(M.resize_antialias(image), reference)
     assert not torch.allclose(M.resize_antialias(image), M.resize_tf1(image), atol=1.0)
 

@@ -6,6 +6,9 @@ or differentiates circuits does so on single blocks with small inputs, so the fi
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,12 +16,17 @@ import numpy as np
 import pytest
 
 from qhd_lib.circuits import make_ansatz
+from qhd_lib.errors import ConfigError
 from qhd_lib.models import (
     MODEL_NAMES,
     PAPER_PARAM_COUNTS,
     FullQResNetBlock,
     QResNetBlock,
     QuanResNetBlock,
+    ReleasedFullQResNetBlock,
+    ReleasedQResNetBlock,
+    ReleasedQuanResNetBlock,
+    ResnetBlock,
     UNet,
     activation_shapes,
     assemble_patches,
@@ -31,8 +39,9 @@ from qhd_lib.models import (
     patch_to_qubits,
     quanvolution,
     qubits_to_patch,
+    valid_patch_strides,
 )
-from qhd_lib.models.quantum import vertex_circuits
+from qhd_lib.models.quantum import QuanvLayer, QVertexLayer, vertex_circuits
 
 KEY = jax.random.key(0)
 
@@ -109,7 +118,13 @@ def test_hybrids_are_the_same_unet_with_swapped_blocks():
 
 def test_model_names_and_configs():
     assert MODEL_NAMES == (
-        "classical", "1hqconv", "7hqconv", "fullhqconv", "1fqconv", "7fqconv", "fullfqconv",
+        "classical",
+        "1hqconv",
+        "7hqconv",
+        "fullhqconv",
+        "1fqconv",
+        "7fqconv",
+        "fullfqconv",
         "quanvunet",
     )
     assert model_config("quanvunet").quanv_level == 1
@@ -122,9 +137,14 @@ def test_model_names_and_configs():
 # --- bad input -------------------------------------------------------------------------------
 
 
-def test_unknown_model_name_is_rejected():
-    with pytest.raises(ValueError, match="unknown model 'unet'"):
+def test_unknown_model_name_is_rejected_naming_the_models():
+    with pytest.raises(ConfigError, match="unknown model 'unet'; choose one of classical, 1hqconv"):
         make_model("unet")
+
+
+def test_image_size_is_not_a_model_option():
+    with pytest.raises(ConfigError, match=r"unknown ModelConfig field\(s\) \['image_size'\]"):
+        model_config("classical", image_size=32)
 
 
 @pytest.mark.parametrize("q", [0, 14])
@@ -155,15 +175,18 @@ def test_vertex_block_outside_the_vertex_is_rejected():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(patch_stride=3), "patch stride 3"),
-        (dict(ansatz="qcnn"), "unknown ansatz"),
+        (dict(patch_stride=3), "patch stride 3 is not supported; use 1 .* or 2"),
+        (dict(patch_stride=0), "patch stride 0 is not supported; use 1 .* or 2"),
+        (dict(ansatz="qcnn"), "unknown ansatz 'qcnn'; use one of hqconv, fqconv"),
         (dict(layers=0), "layers must be a positive integer"),
-        (dict(executor="qiskit"), "unknown executor"),
+        (dict(executor="qiskit"), "unknown executor 'qiskit'; use one of jax, pennylane"),
         (dict(quanv_level=4), "not an encoder level"),
+        (dict(quanv_level=2), r"level 2 \(7×7\) outside every 2×2 patch; use patch_stride=1"),
+        (dict(dim_mults=(1, 2, 4)), "quantum vertex needs the 2×2 vertex"),
     ],
 )
 def test_bad_configurations_are_rejected(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         model_config("quanvunet", **overrides)
 
 
@@ -208,6 +231,35 @@ def test_overlapping_patches_are_averaged():
     np.testing.assert_allclose(out[0, 1, 1, 0], s.mean(), rtol=1e-6)  # centre: four patches
 
 
+def test_patch_stride_2_needs_an_even_map():
+    assert valid_patch_strides((14, 14)) == (1, 2)
+    assert valid_patch_strides((7, 7)) == (1,)
+    assert valid_patch_strides((14, 7)) == (1,)
+
+
+@pytest.mark.parametrize("size", [7, 5])
+def test_quanvolution_with_patch_stride_2_on_an_odd_map_is_rejected(size):
+    x = jnp.zeros((1, size, size, 3))
+    with pytest.raises(
+        ConfigError, match=f"{size}×{size} map outside every 2×2 patch; use patch stride 1"
+    ):
+        quanvolution(identity_circuit, make_ansatz("hqconv"), x, jnp.zeros(84), 2)
+
+
+@pytest.mark.parametrize("patch_stride", [0, 3, -1])
+def test_unsupported_patch_strides_are_rejected_naming_1_and_2(patch_stride):
+    with pytest.raises(ConfigError, match=f"patch stride {patch_stride} is not supported; use 1"):
+        extract_patches(jnp.zeros((1, 6, 6, 3)), patch_stride)
+
+
+def test_quanresnet_at_the_odd_level_needs_patch_stride_1():
+    x, temb = jnp.zeros((1, 7, 7, 20)), jnp.zeros((1, 8))
+    with pytest.raises(ConfigError, match="7×7 map outside every 2×2 patch"):
+        jax.eval_shape(QuanResNetBlock(features=20, layers=1).init, KEY, x, temb)
+    shapes = activation_shapes(make_model("quanvunet", quanv_level=2, patch_stride=1))
+    assert shapes["down_2.resblock_1"] == (1, 7, 7, 20)
+
+
 # --- gradients through the quantum blocks (small blocks, one circuit layer) -------------------
 
 
@@ -223,16 +275,64 @@ def vertex_input(channels: int) -> jax.Array:
 def test_every_circuit_parameter_gets_a_gradient():
     grads = {
         **block_gradients(QResNetBlock(features=10, q=2, layers=1), vertex_input(10)),
-        **{f"full/{k}": v for k, v in block_gradients(
-            FullQResNetBlock(features=10, layers=1), vertex_input(10)).items()},
-        **{f"quanv/{k}": v for k, v in block_gradients(
-            QuanResNetBlock(features=5, groups=5, layers=1),
-            jax.random.uniform(jax.random.key(3), (2, 4, 4, 5), minval=-2.0, maxval=2.0),
-        ).items()},
+        **{
+            f"full/{k}": v
+            for k, v in block_gradients(
+                FullQResNetBlock(features=10, layers=1), vertex_input(10)
+            ).items()
+        },
+        **{
+            f"quanv/{k}": v
+            for k, v in block_gradients(
+                QuanResNetBlock(features=5, groups=5, layers=1),
+                jax.random.uniform(jax.random.key(3), (2, 4, 4, 5), minval=-2.0, maxval=2.0),
+            ).items()
+        },
     }
     assert len(grads) == 2 + 4 + 2  # theta ×2; theta, tail_theta ×2; theta ×2
     for name, g in grads.items():
         assert np.all(g != 0), f"{name} has zero-gradient parameters"
+
+
+RELEASED_CODE_FLAGS = {"drop_second_circuits", "second_reads_input", "share_tail", "released_code"}
+
+
+@pytest.mark.parametrize(
+    "block",
+    [ResnetBlock, QResNetBlock, FullQResNetBlock, QuanResNetBlock, QVertexLayer, QuanvLayer],
+)
+def test_paper_blocks_carry_no_released_code_switches(block):
+    assert not {f.name for f in dataclasses.fields(block)} & RELEASED_CODE_FLAGS
+    if issubclass(block, ResnetBlock):
+        assert list(inspect.signature(block.spatial_layer).parameters) == ["self", "index", "h"]
+
+
+def block_classes(model: UNet) -> dict[str, type]:
+    """The class of every top-level block the model builds, by name (traced, no compute)."""
+    classes: dict[str, type] = {}
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module.parent, UNet):
+            classes[context.module.name] = type(context.module)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        param_shapes(model)
+    return classes
+
+
+@pytest.mark.parametrize("name", ["1hqconv", "fullhqconv", "quanvunet"])
+def test_released_code_swaps_in_the_blocks_of_the_released_module(name):
+    paper = block_classes(make_model(name))
+    released = block_classes(make_model(name, released_code=True))
+    assert paper.keys() == released.keys()
+    swapped = {k for k in paper if paper[k] is not released[k]}
+    quantum = {k for k, cls in paper.items() if cls.__module__ == "qhd_lib.models.quantum"}
+    assert swapped == quantum
+    assert swapped  # every hybrid has quantum blocks
+    for k in swapped:
+        assert released[k].__module__ == "qhd_lib.models.released"
+        assert issubclass(released[k], paper[k])
 
 
 def test_released_code_leaves_parameters_without_gradient():
@@ -240,15 +340,13 @@ def test_released_code_leaves_parameters_without_gradient():
     unused = np.setdiff1d(np.arange(released.n_params), released.used_params)
     assert len(unused) == 24  # difference 1: 4 of 28 parameters used
     partial = block_gradients(
-        QResNetBlock(features=10, q=2, layers=1, ansatz="released_hqconv",
-                     drop_second_circuits=True),
+        ReleasedQResNetBlock(features=10, q=2, layers=1, ansatz="released_hqconv"),
         vertex_input(10),
     )
     assert np.all(partial["conv_1/theta"] == 0)  # difference 2: outputs dropped
     assert np.all(partial["conv_0/theta"][:, unused] == 0)
     assert np.all(partial["conv_0/theta"][:, list(released.used_params)] != 0)
-    full = block_gradients(FullQResNetBlock(features=10, layers=1, share_tail=True),
-                           vertex_input(10))
+    full = block_gradients(ReleasedFullQResNetBlock(features=10, layers=1), vertex_input(10))
     assert np.all(full["conv_1/tail_theta"] == 0)  # difference 5: shared 4-qubit circuit
     assert np.all(full["conv_0/tail_theta"] != 0)
 
@@ -262,11 +360,12 @@ def test_released_second_quanvolution_reads_the_block_input():
         return next_fun(*args, **kwargs)
 
     x = jax.random.normal(KEY, (1, 4, 4, 5))
-    for released in (False, True):
-        block = QuanResNetBlock(features=5, groups=5, layers=1, second_reads_input=released)
+    for block_class, released in ((QuanResNetBlock, False), (ReleasedQuanResNetBlock, True)):
+        block = block_class(features=5, groups=5, layers=1)
         with nn.intercept_methods(record):
             block.init(KEY, x, jnp.zeros((1, 8)))
-        assert np.allclose(seen["quantum_in"], x[..., :3]) == released
+        assert np.allclose(seen["quantum_in"][..., :3], x[..., :3]) == released
+        assert not np.allclose(seen["quantum_in"][..., 3:], x[..., 3:])  # the conv reads h
 
 
 def test_pennylane_executor_matches_the_fast_simulator():
@@ -275,6 +374,7 @@ def test_pennylane_executor_matches_the_fast_simulator():
     params = fast.init(KEY, x, temb)["params"]
     reference = QResNetBlock(features=4, q=1, groups=1, layers=1, executor="pennylane")
     np.testing.assert_allclose(
-        reference.apply({"params": params}, x, temb), fast.apply({"params": params}, x, temb),
+        reference.apply({"params": params}, x, temb),
+        fast.apply({"params": params}, x, temb),
         atol=1e-5,
     )

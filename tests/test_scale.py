@@ -10,7 +10,9 @@ def test_scale_defaults_to_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_scale() == "demo"
 
 
-def test_scale_is_read_from_the_environment_case_insensitively(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scale_is_read_from_the_environment_case_insensitively(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("QHD_SCALE", " Smoke ")
     assert get_scale() == "smoke"
     assert by_scale(1, 2, 3) == 1

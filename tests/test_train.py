@@ -1,4 +1,5 @@
-"""Tests of qhd_lib.train with a tiny flax model (fast; the real U-Nets are tested in test_models)."""
+"""Tests of qhd_lib.train with a tiny flax model (fast; the real U-Nets are tested in
+test_models)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 
 from qhd_lib import train as tr
+from qhd_lib.errors import RunStateError
 
 
 class TinyNet(nn.Module):
-    """A noise predictor small enough to train in milliseconds, with a 'vertex' to transfer around."""
+    """A noise predictor small enough to train in milliseconds, with a 'vertex' to transfer
+    around."""
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
@@ -44,7 +47,15 @@ def test_twenty_epochs_of_mnist_are_9375_steps() -> None:
 
 @pytest.mark.parametrize(
     ("step", "expected"),
-    [(0, 0.0), (101, 0.0), (102, 1 - 2 ** (-2 / 3)), (108, 0.75), (127, 8 / 9), (164, 15 / 16), (10_000, 0.995)],
+    [
+        (0, 0.0),
+        (101, 0.0),
+        (102, 1 - 2 ** (-2 / 3)),
+        (108, 0.75),
+        (127, 8 / 9),
+        (164, 15 / 16),
+        (10_000, 0.995),
+    ],
 )
 def test_ema_decay_matches_released_formula_at_known_steps(step: int, expected: float) -> None:
     # 1 - (1 + max(step - 101, 0))^(-2/3): step 108 -> 1 - 8^(-2/3) = 0.75, capped at 0.995.
@@ -82,13 +93,18 @@ def test_training_lowers_the_loss_and_ema_equals_params_early() -> None:
     assert result.total_steps == 48
     assert int(result.state.step) == 48
     # fewer than 100 updates: the EMA is an exact copy of the parameters
-    leaves = zip(jax.tree_util.tree_leaves(result.state.ema_params), jax.tree_util.tree_leaves(result.state.params))
+    leaves = zip(
+        jax.tree_util.tree_leaves(result.state.ema_params),
+        jax.tree_util.tree_leaves(result.state.params),
+    )
     assert all(np.array_equal(e, p) for e, p in leaves)
     _, loss_of = tr._compiled_functions(TinyNet(), tr._compile_key(config))
     x0 = jnp.asarray(images)
     keys = [jax.random.key(i) for i in range(8)]
     mean_loss = lambda params: np.mean([float(loss_of(params, x0, k)) for k in keys])  # noqa: E731
-    assert mean_loss(result.state.params) < mean_loss(tr.init_params(TinyNet(), config.seed, (8, 8, 1)))
+    assert mean_loss(result.state.params) < mean_loss(
+        tr.init_params(TinyNet(), config.seed, (8, 8, 1))
+    )
 
 
 @contextlib.contextmanager
@@ -120,7 +136,9 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path, monkeypatch)
 
     resumed = tr.train(TinyNet(), images, config, tmp_path / "killed", progress=False)
     assert resumed.resumed_from == 4
-    for a, b in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     log_full = (tmp_path / "full" / tr.LOG_FILE).read_text().splitlines()
     log_resumed = (tmp_path / "killed" / tr.LOG_FILE).read_text().splitlines()
@@ -146,7 +164,9 @@ def test_resume_refuses_different_settings(tmp_path) -> None:
 
 def test_nan_loss_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path) -> None:
     images, config = tiny_images(), tiny_config()
-    tr.train(TinyNet(), images, tiny_config(epochs=2 / 3), tmp_path, progress=False)  # 4 steps, 1 checkpoint
+    tr.train(
+        TinyNet(), images, tiny_config(epochs=2 / 3), tmp_path, progress=False
+    )  # 4 steps, 1 checkpoint
     ckpt = tmp_path / tr.CHECKPOINT_FILE
     good_bytes = ckpt.read_bytes()
     poisoned = images.copy()
@@ -159,10 +179,14 @@ def test_nan_loss_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path) -> 
 
 
 def test_snapshots_hold_the_ema_params_at_requested_steps(tmp_path) -> None:
-    result = tr.train(TinyNet(), tiny_images(), tiny_config(), tmp_path, snapshot_steps=[6, 12], progress=False)
+    result = tr.train(
+        TinyNet(), tiny_images(), tiny_config(), tmp_path, snapshot_steps=[6, 12], progress=False
+    )
     assert tr.snapshot_path(tmp_path, 6).exists()
     final = tr.load_params(tr.snapshot_path(tmp_path, 12))
-    for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(result.state.ema_params)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(result.state.ema_params)
+    ):
         assert np.array_equal(a, b)
 
 
@@ -189,7 +213,43 @@ def test_training_imports_neither_torch_nor_pennylane() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, qhd_lib.train, qhd_lib.experiments; "
-            "print(sorted(m for m in ('torch', 'pennylane') if m in sys.modules))")
+    code = (
+        "import sys, qhd_lib.train, qhd_lib.experiments; "
+        "print(sorted(m for m in ('torch', 'pennylane') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class ChangedNet(nn.Module):
+    """TinyNet after a configuration change: no time embedding, a wider vertex, one more layer."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        h = nn.Conv(4, (3, 3), name="enc")(x)
+        h = nn.Dense(6, name="vertex")(nn.gelu(h))
+        h = nn.Dense(6, name="extra")(h)
+        return nn.Conv(1, (3, 3), name="dec")(h)
+
+
+def test_resuming_a_checkpoint_of_another_model_names_the_mismatching_parameters(tmp_path) -> None:
+    images, config = tiny_images(), tiny_config(epochs=2 / 3)
+    tr.train(TinyNet(), images, config, tmp_path, progress=False)
+    with pytest.raises(RunStateError) as err:
+        tr.train(ChangedNet(), images, tiny_config(), tmp_path, progress=False)
+    message = str(err.value)
+    assert "vertex/kernel: (4, 4) in the file, (4, 6) expected" in message
+    assert "extra/kernel: not in the file, (6, 6) expected" in message
+    assert "time/kernel: (1, 4) in the file, not in the model" in message
+    assert "fresh --out directory" in message
+
+
+def test_parameters_loaded_against_another_model_name_the_mismatching_paths(tmp_path) -> None:
+    params = tr.init_params(TinyNet(), 0, (8, 8, 1))
+    tr.save_params(tmp_path / "p.msgpack", params)
+    loaded = tr.load_params(tmp_path / "p.msgpack", template=params)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(params)
+    other = jax.eval_shape(lambda: tr.init_params(ChangedNet(), 0, (8, 8, 1)))
+    expected = r"dec/kernel: \(3, 3, 4, 1\) in the file, \(3, 3, 6, 1\) expected"
+    with pytest.raises(RunStateError, match=expected):
+        tr.load_params(tmp_path / "p.msgpack", template=other)

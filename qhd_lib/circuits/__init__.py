@@ -11,5 +11,14 @@ from qhd_lib.circuits.ansatz import ANSATZ_NAMES, Ansatz, Gate, make_ansatz
 from qhd_lib.circuits.cost import Contraction, PlanCost, plan_cost
 from qhd_lib.circuits.simulator import init_params, simulate
 
-__all__ = ["ANSATZ_NAMES", "Ansatz", "Contraction", "Gate", "PlanCost", "make_ansatz",
-           "init_params", "plan_cost", "simulate"]
+__all__ = [
+    "ANSATZ_NAMES",
+    "Ansatz",
+    "Contraction",
+    "Gate",
+    "PlanCost",
+    "make_ansatz",
+    "init_params",
+    "plan_cost",
+    "simulate",
+]

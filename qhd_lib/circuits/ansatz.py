@@ -3,7 +3,7 @@
 Executors (the fast simulator in `qhd_lib.circuits.simulator`, the PennyLane reference in
 `qhd_lib.circuits.reference`) read these lists; none of them hard-codes an ansatz.
 
-Conventions (Sect. 3.1 of the paper, and the facts collected in REFERENCE.md):
+Conventions (Sect. 3.1 of the paper, and what its released code does where the text is silent):
 
 - Qubits are **channel-major**: qubit ``pixels * c + p`` holds pixel ``p`` of channel ``c``
   (pixels of a 2×2 patch in row-major order).
@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from qhd_lib.errors import ConfigError
+
 GateKind = Literal["crz", "crx", "rx", "cnot"]
 AnsatzName = Literal["hqconv", "fqconv", "basic_entangler", "released_hqconv"]
 
@@ -33,7 +35,7 @@ DEFAULT_STRIDE: dict[str, int] = {"hqconv": 1, "fqconv": 4, "released_hqconv": 1
 
 @dataclass(frozen=True)
 class Gate:
-    """One gate: ``kind`` in {"crz", "crx", "rx", "cnot"}; ``param`` indexes θ (None: fixed gate)."""
+    """One gate: ``kind`` in {"crz", "crx", "rx", "cnot"}; ``param`` indexes θ (None: fixed)."""
 
     kind: GateKind
     control: int | None
@@ -83,12 +85,12 @@ class Ansatz:
 def _check_stride(name: str, stride: int, pixels: int, n_qubits: int) -> None:
     if name in ("hqconv", "released_hqconv"):
         if not 1 <= stride < pixels:
-            raise ValueError(
+            raise ConfigError(
                 f"stride {stride} makes control == target or leaves the channel for {pixels} "
                 f"pixels per channel; HQConv's intra-channel stride must be 1..{pixels - 1}"
             )
     elif stride % n_qubits == 0:
-        raise ValueError(
+        raise ConfigError(
             f"stride {stride} makes control == target on {n_qubits} qubits; FQConv's "
             f"inter-channel stride must not be a multiple of {n_qubits} (the paper uses {pixels})"
         )
@@ -136,7 +138,7 @@ def fqconv_layer(first_param: int, channels: int, pixels: int, stride: int) -> l
 
 
 def released_hqconv_layer(first_param: int, channels: int, pixels: int) -> list[Gate]:
-    """The HQConv layer the released code actually applies (REFERENCE.md, differences 1, 4).
+    """The HQConv layer the released code actually applies (no A blocks, pixel-major qubits).
 
     Its A-block loop runs ``n_qubits % 4 = 0`` times, so only the B blocks act, and they read
     the layer's first parameters (4 of 28 for 3 channels). It flattens a 2×2×3 patch
@@ -186,29 +188,34 @@ def make_ansatz(
     target distance (default 1), FQConv's distance in qubits (default 4 = next channel).
     """
     if name not in ANSATZ_NAMES:
-        raise ValueError(f"unknown ansatz {name!r}; choose one of {', '.join(ANSATZ_NAMES)}")
+        raise ConfigError(f"unknown ansatz {name!r}; choose one of {', '.join(ANSATZ_NAMES)}")
     for label, value in (("channels", channels), ("pixels", pixels), ("layers", layers)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+            raise ConfigError(f"{label} must be a positive integer, got {value!r}")
     n_qubits = channels * pixels
 
     if name == "basic_entangler":
         if stride is not None:
-            raise ValueError("basic_entangler has no stride (its CNOT ring links neighbours); "
-                             "leave stride=None")
-        gates = [g for layer in range(layers)
-                 for g in basic_entangler_layer(layer * n_qubits, n_qubits)]
-        return Ansatz(name, n_qubits, layers * n_qubits, tuple(gates), 1.0, layers, None,
-                      channels, pixels)
+            raise ConfigError(
+                "basic_entangler has no stride (its CNOT ring links neighbours); leave stride=None"
+            )
+        gates = [
+            g for layer in range(layers) for g in basic_entangler_layer(layer * n_qubits, n_qubits)
+        ]
+        return Ansatz(
+            name, n_qubits, layers * n_qubits, tuple(gates), 1.0, layers, None, channels, pixels
+        )
 
     if name == "released_hqconv" and stride not in (None, 1):
-        raise ValueError("released_hqconv has no stride to choose (the released code applies no "
-                         "A blocks); leave stride=None")
+        raise ConfigError(
+            "released_hqconv has no stride to choose (the released code applies "
+            "no A blocks); leave stride=None"
+        )
     if channels < 2 and name != "fqconv":
-        raise ValueError(f"{name} needs at least 2 channels for its B blocks, got {channels}")
+        raise ConfigError(f"{name} needs at least 2 channels for its B blocks, got {channels}")
     stride = DEFAULT_STRIDE[name] if stride is None else stride
     if not isinstance(stride, int):
-        raise ValueError(f"stride must be an integer, got {stride!r}")
+        raise ConfigError(f"stride must be an integer, got {stride!r}")
     _check_stride(name, stride, pixels, n_qubits)
     per_layer = (
         2 * pixels * channels + 2 * (channels - 1) if "hqconv" in name else 2 * pixels * channels
@@ -222,5 +229,14 @@ def make_ansatz(
             gates += fqconv_layer(k, channels, pixels, stride)
         else:
             gates += released_hqconv_layer(k, channels, pixels)
-    return Ansatz(name, n_qubits, layers * per_layer, tuple(gates), 2 * math.pi, layers, stride,
-                  channels, pixels)
+    return Ansatz(
+        name,
+        n_qubits,
+        layers * per_layer,
+        tuple(gates),
+        2 * math.pi,
+        layers,
+        stride,
+        channels,
+        pixels,
+    )

@@ -53,8 +53,12 @@ class Contraction:
 
         free_l = [a for a in range(len(self.lhs)) if a not in (*lc, *lb)]
         free_r = [a for a in range(len(self.rhs)) if a not in (*rc, *rb)]
-        return (size(self.lhs, lb), size(self.lhs, free_l), size(self.lhs, lc),
-                size(self.rhs, free_r))
+        return (
+            size(self.lhs, lb),
+            size(self.lhs, free_l),
+            size(self.lhs, lc),
+            size(self.rhs, free_r),
+        )
 
     @property
     def real_macs(self) -> int:
@@ -99,9 +103,15 @@ def _dots(closed: jax.extend.core.ClosedJaxpr) -> list[Contraction]:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "dot_general":
                 lhs, rhs = (v.aval for v in eqn.invars)
-                found.append(Contraction(str(eqn.source_info.name_stack), tuple(lhs.shape),
-                                         tuple(rhs.shape), eqn.params["dimension_numbers"],
-                                         str(lhs.dtype)))
+                found.append(
+                    Contraction(
+                        str(eqn.source_info.name_stack),
+                        tuple(lhs.shape),
+                        tuple(rhs.shape),
+                        eqn.params["dimension_numbers"],
+                        str(lhs.dtype),
+                    )
+                )
             for param in eqn.params.values():
                 for sub in param if isinstance(param, (tuple, list)) else (param,):
                     if isinstance(sub, jax.extend.core.ClosedJaxpr):
@@ -121,8 +131,9 @@ def _traced(ansatz: Ansatz, batch: int) -> tuple[list[Contraction], list[Contrac
     def loss(x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
         return jnp.sum(jnp.sin(simulator.simulate_flat(ansatz, x, t)))
 
-    forward = _dots(jax.make_jaxpr(lambda x, t: simulator.simulate_flat(ansatz, x, t))(
-        inputs, theta))
+    forward = _dots(
+        jax.make_jaxpr(lambda x, t: simulator.simulate_flat(ansatz, x, t))(inputs, theta)
+    )
     gradient = _dots(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(inputs, theta))
     return forward, [c for c in gradient if "transpose(" in c.name]
 
@@ -130,15 +141,17 @@ def _traced(ansatz: Ansatz, batch: int) -> tuple[list[Contraction], list[Contrac
 def _unwrapped(name: str) -> str:
     """The executor's name of a product, without autodiff's ``transpose(jvp(...))``."""
     while name.startswith(("transpose(", "jvp(")):
-        name = name[name.index("(") + 1:-1]
+        name = name[name.index("(") + 1 : -1]
     return name
 
 
 def _grouped(contractions: list[Contraction], chunks: int) -> tuple[Contraction, ...]:
     """Identical contractions merged into one entry, counted per call, in order of appearance."""
     counts = Counter(contractions)
-    return tuple(Contraction(c.name, c.lhs, c.rhs, c.dimension_numbers, c.dtype, n * chunks)
-                 for c, n in counts.items())
+    return tuple(
+        Contraction(c.name, c.lhs, c.rhs, c.dimension_numbers, c.dtype, n * chunks)
+        for c, n in counts.items()
+    )
 
 
 def plan_cost(ansatz: Ansatz, batch: int) -> PlanCost:
@@ -156,8 +169,10 @@ def plan_cost(ansatz: Ansatz, batch: int) -> PlanCost:
     (forward, backward), (forward_bigger, backward_bigger) = traced, bigger
     if chunks == 1:
         done = {(c.name, c.lhs, c.rhs, c.dimension_numbers, c.dtype) for c in forward}
-        keep = [(_unwrapped(c.name), c.lhs, c.rhs, c.dimension_numbers, c.dtype) not in done
-                for c in backward]
+        keep = [
+            (_unwrapped(c.name), c.lhs, c.rhs, c.dimension_numbers, c.dtype) not in done
+            for c in backward
+        ]
         backward = [c for c, k in zip(backward, keep) if k]
         backward_bigger = [c for c, k in zip(backward_bigger, keep) if k]
     split = []
@@ -165,8 +180,13 @@ def plan_cost(ansatz: Ansatz, batch: int) -> PlanCost:
         if len(here) != len(there):
             raise RuntimeError("the program's products depend on the batch size beyond shapes")
         grows = [(a.lhs, a.rhs) != (b.lhs, b.rhs) for a, b in zip(here, there)]
-        split.append((_grouped([c for c, g in zip(here, grows) if g], chunks),
-                      _grouped([c for c, g in zip(here, grows) if not g], chunks)))
+        split.append(
+            (
+                _grouped([c for c, g in zip(here, grows) if g], chunks),
+                _grouped([c for c, g in zip(here, grows) if not g], chunks),
+            )
+        )
     (forward_input, forward_theta), (backward_input, backward_theta) = split
-    return PlanCost(batch, chunks, chunk, forward_input, backward_input, forward_theta,
-                    backward_theta)
+    return PlanCost(
+        batch, chunks, chunk, forward_input, backward_input, forward_theta, backward_theta
+    )

@@ -36,7 +36,7 @@ def apply_ansatz(ansatz: Ansatz, theta: Any) -> None:
             op(ansatz.angle_scale * theta[gate.param], wires=[gate.control, gate.target])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_qnode(ansatz: Ansatz, diff_method: str = "backprop", interface: str = "jax") -> qml.QNode:
     """A QNode ``(inputs (n_qubits,), theta) -> list of ⟨Z⟩`` on ``default.qubit``.
 
@@ -71,18 +71,21 @@ def simulate_reference(ansatz: Ansatz, inputs: Any, theta: Any) -> np.ndarray:
     return out.reshape(inputs.shape)
 
 
-def reference_gradients(ansatz: Ansatz, inputs: Any, theta: Any, weights: Any
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def reference_gradients(
+    ansatz: Ansatz, inputs: Any, theta: Any, weights: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Gradients of ``Σ weights · ⟨Z⟩`` w.r.t. inputs (B, n) and θ, by PennyLane (autograd)."""
     circuit = make_qnode(ansatz, interface="autograd")
     grads_x, grad_theta = [], np.zeros(ansatz.n_params)
     for x, w in zip(np.asarray(inputs, np.float64), np.asarray(weights, np.float64)):
+
         def loss(x, theta, w=w):
             return pnp.sum(w * pnp.stack(circuit(x, theta)))
 
-        gx, gt = qml.grad(loss, argnums=[0, 1])(pnp.array(x, requires_grad=True),
-                                              pnp.array(np.asarray(theta, np.float64),
-                                                        requires_grad=True))
+        gx, gt = qml.grad(loss, argnums=[0, 1])(
+            pnp.array(x, requires_grad=True),
+            pnp.array(np.asarray(theta, np.float64), requires_grad=True),
+        )
         grads_x.append(gx)
         grad_theta += gt
     return np.array(grads_x), grad_theta

@@ -155,8 +155,9 @@ def _on_bond(gate: Gate, n_qubits: int) -> bool:
     return gate.control is not None and gate.control >= n_qubits
 
 
-def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, int],
-                 n_qubits: int) -> tuple[NetworkPlan, int]:
+def plan_network(
+    gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, int], n_qubits: int
+) -> tuple[NetworkPlan, int]:
     """Split a component into channel sites linked by bonds; return the plan and its cost
     (multiply-adds per input: the site tensors' matrix products, then the environments of a
     chain or the contraction of the full state).
@@ -193,8 +194,9 @@ def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, 
         for op in ops[s] + [None]:
             # gates controlled by a bond form their own blocks, so that they do not split the
             # next layer's channel unitary
-            if isinstance(op, Gate) and (not run or _on_bond(run[-1], n_qubits) == _on_bond(
-                    op, n_qubits)):
+            if isinstance(op, Gate) and (
+                not run or _on_bond(run[-1], n_qubits) == _on_bond(op, n_qubits)
+            ):
                 run.append(op)
                 continue
             steps += [("block", block) for block in fuse_blocks(tuple(run), MAX_BLOCK_QUBITS)]
@@ -213,7 +215,9 @@ def plan_network(gates: list[Gate], qubits: tuple[int, ...], site_of: dict[int, 
     return NetworkPlan(qubits, tuple(sites), chain), cost
 
 
-def _chain_bonds(sites: list[SitePlan]) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
+def _chain_bonds(
+    sites: list[SitePlan],
+) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
     """Per site, (bonds to the previous site, bonds to the next), if every bond links
     neighbouring sites; None if some bond skips a site or closes a ring."""
     ends: dict[int, list[int]] = {}
@@ -224,8 +228,10 @@ def _chain_bonds(sites: list[SitePlan]) -> tuple[tuple[tuple[int, ...], tuple[in
     if any(abs(a - b) != 1 for a, b in ends.values()):
         return None
     return tuple(
-        (tuple(b for b, e in ends.items() if i in e and min(e) < i),
-         tuple(b for b, e in ends.items() if i in e and max(e) > i))
+        (
+            tuple(b for b, e in ends.items() if i in e and min(e) < i),
+            tuple(b for b, e in ends.items() if i in e and max(e) > i),
+        )
         for i in range(len(sites))
     )
 
@@ -249,7 +255,7 @@ def _components(ansatz: Ansatz) -> list[tuple[int, ...]]:
     return [tuple(g) for g in groups.values()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compile_plan(ansatz: Ansatz) -> tuple[DensePlan | NetworkPlan, ...]:
     """The execution plan of an ansatz, computed once per ansatz (what `simulate` runs).
 
@@ -388,21 +394,30 @@ def run_network(plan: NetworkPlan, single: jnp.ndarray, angles: jnp.ndarray) -> 
     """
     batch = single.shape[0]
     real = _real_amplitudes(single)
-    products = [_merge([real[:, q, :] for q in site.qubits]).reshape(batch, -1)
-                for site in plan.sites]
+    products = [
+        _merge([real[:, q, :] for q in site.qubits]).reshape(batch, -1) for site in plan.sites
+    ]
     kernels = [site_kernel(site, angles) for site in plan.sites]
     if plan.chain is None:
-        return _contract_all(plan, [
-            (_site_tensors(product, _real_kernel(kernel.reshape(product.shape[1], -1))).reshape(
-                (batch,) + kernel.shape[1:]), labels)
-            for product, (kernel, labels) in zip(products, kernels)
-        ])
+        return _contract_all(
+            plan,
+            [
+                (
+                    _site_tensors(
+                        product, _real_kernel(kernel.reshape(product.shape[1], -1))
+                    ).reshape((batch,) + kernel.shape[1:]),
+                    labels,
+                )
+                for product, (kernel, labels) in zip(products, kernels)
+            ],
+        )
     shapes, flat = [], []
     for site, product, (kernel, labels), (left, right) in zip(
-            plan.sites, products, kernels, plan.chain):
+        plan.sites, products, kernels, plan.chain
+    ):
         order = [0] + [1 + labels.index(label) for label in (*left, *site.qubits, *right)]
         flat.append(_real_kernel(jnp.transpose(kernel, order).reshape(product.shape[1], -1)))
-        shapes.append((2**len(left), product.shape[1], 2**len(right)))
+        shapes.append((2 ** len(left), product.shape[1], 2 ** len(right)))
     return _contract_chain(tuple(shapes), tuple(products), tuple(flat))
 
 
@@ -434,8 +449,11 @@ def _bmm(name: str, form: tuple[int, int], a: jnp.ndarray, b: jnp.ndarray) -> jn
         return jax.lax.dot_general(a, b, (((form[0],), (form[1],)), ((0,), (0,))))
 
 
-def _contract_chain(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
-                    kernels: tuple[jnp.ndarray, ...]) -> jnp.ndarray:
+def _contract_chain(
+    shapes: tuple[tuple[int, int, int], ...],
+    products: tuple[jnp.ndarray, ...],
+    kernels: tuple[jnp.ndarray, ...],
+) -> jnp.ndarray:
     """⟨Z⟩ of a chain of site tensors T[b, l, s, r] (b the batch) from environments.
 
     Site i's tensor is ``products[i] @ kernels[i]`` (`_site_tensors`) of shape (B, ``shapes[i]``).
@@ -446,16 +464,22 @@ def _contract_chain(shapes: tuple[tuple[int, int, int], ...], products: tuple[jn
     state. The layout (bond, site, bond) keeps every contraction a plain batched matrix product.
     """
     probs = _chain_marginals(shapes, products, kernels)
-    return jnp.concatenate([expval_z_from_probs(p, int(np.log2(p.shape[1]))) for p in probs],
-                           axis=-1)
+    return jnp.concatenate(
+        [expval_z_from_probs(p, int(np.log2(p.shape[1]))) for p in probs], axis=-1
+    )
 
 
-def _chain_sites(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
-                 kernels: tuple[jnp.ndarray, ...]) -> tuple[tuple, tuple]:
+def _chain_sites(
+    shapes: tuple[tuple[int, int, int], ...],
+    products: tuple[jnp.ndarray, ...],
+    kernels: tuple[jnp.ndarray, ...],
+) -> tuple[tuple, tuple]:
     """The site tensors (B, l, s, r) and their conjugates, each written to memory once (XLA
     would otherwise recompute them inside every product that reads them)."""
-    sites = tuple(_site_tensors(p, k).reshape((p.shape[0],) + shape)
-                  for p, k, shape in zip(products, kernels, shapes))
+    sites = tuple(
+        _site_tensors(p, k).reshape((p.shape[0],) + shape)
+        for p, k, shape in zip(products, kernels, shapes)
+    )
     return jax.lax.optimization_barrier((sites, tuple(jnp.conj(t) for t in sites)))
 
 
@@ -463,27 +487,33 @@ def _times_right(name: str, site: jnp.ndarray, right: jnp.ndarray | None) -> jnp
     """T·R: the site tensor with a right environment (ket, bra) summed in; T at the chain's end."""
     if right is None:
         return site
-    b, l, s, r = site.shape
-    return _bmm(name, _NN, site.reshape(b, l * s, r), right).reshape(b, l, s, r)
+    b, bond_left, s, r = site.shape
+    return _bmm(name, _NN, site.reshape(b, bond_left * s, r), right).reshape(b, bond_left, s, r)
 
 
 def _left_times(name: str, left: jnp.ndarray | None, site: jnp.ndarray) -> jnp.ndarray:
     """Lᵀ·T: a left environment, kept as Lᵀ (bra, ket), applied to the site; T at the start."""
     if left is None:
         return site
-    b, l, s, r = site.shape
-    return _bmm(name, _NN, left, site.reshape(b, l, s * r)).reshape(b, l, s, r)
+    b, bond_left, s, r = site.shape
+    return _bmm(name, _NN, left, site.reshape(b, bond_left, s * r)).reshape(b, bond_left, s, r)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _chain_marginals(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
-                     kernels: tuple[jnp.ndarray, ...]) -> tuple[jnp.ndarray, ...]:
+def _chain_marginals(
+    shapes: tuple[tuple[int, int, int], ...],
+    products: tuple[jnp.ndarray, ...],
+    kernels: tuple[jnp.ndarray, ...],
+) -> tuple[jnp.ndarray, ...]:
     """Each site's marginal p[b, s] of a chain (see `_contract_chain`)."""
     return _chain_forward(shapes, products, kernels)[0]
 
 
-def _chain_forward(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp.ndarray, ...],
-                   kernels: tuple[jnp.ndarray, ...]) -> tuple[tuple[jnp.ndarray, ...], tuple]:
+def _chain_forward(
+    shapes: tuple[tuple[int, int, int], ...],
+    products: tuple[jnp.ndarray, ...],
+    kernels: tuple[jnp.ndarray, ...],
+) -> tuple[tuple[jnp.ndarray, ...], tuple]:
     """Marginals, and the environments the backward reuses: ``right[i]`` is R (ket, bra) of
     the sites after site i, ``left[i]`` is Lᵀ (bra, ket) of those before it, None the 1 × 1
     identity at the ends.
@@ -497,27 +527,36 @@ def _chain_forward(shapes: tuple[tuple[int, int, int], ...], products: tuple[jnp
     right: list = [None] * n
     with_right: list = [None] * n
     for i in range(n - 1, 0, -1):
-        b, l, s, r = sites[i].shape
+        b, bond_left, s, r = sites[i].shape
         with_right[i] = _times_right("chain/T.R", sites[i], right[i])
-        right[i - 1] = _bmm("chain/right_env", _NT, with_right[i].reshape(b, l, s * r),
-                            conj[i].reshape(b, l, s * r))
+        right[i - 1] = _bmm(
+            "chain/right_env",
+            _NT,
+            with_right[i].reshape(b, bond_left, s * r),
+            conj[i].reshape(b, bond_left, s * r),
+        )
     with_right[0] = _times_right("chain/T.R", sites[0], right[0])
     left: list = [None] * n
     probs = []
     for i in range(n):
-        b, l, s, r = sites[i].shape
+        b, bond_left, s, r = sites[i].shape
         name = "chain/L.T" if right[i] is None else "chain/L.T.R"
         both = _left_times(name, left[i], with_right[i])
         probs.append(jnp.real(jnp.sum(both * conj[i], axis=(1, 3))))
         if i < n - 1:
             with_left = _left_times("chain/L.T", left[i], sites[i])
-            left[i + 1] = _bmm("chain/left_env", _TN, conj[i].reshape(b, l * s, r),
-                               with_left.reshape(b, l * s, r))
+            left[i + 1] = _bmm(
+                "chain/left_env",
+                _TN,
+                conj[i].reshape(b, bond_left * s, r),
+                with_left.reshape(b, bond_left * s, r),
+            )
     return tuple(probs), (products, kernels, tuple(left), tuple(right))
 
 
-def _chain_backward(shapes: tuple[tuple[int, int, int], ...], residuals: tuple,
-                    cotangents: tuple[jnp.ndarray, ...]) -> tuple:
+def _chain_backward(
+    shapes: tuple[tuple[int, int, int], ...], residuals: tuple, cotangents: tuple[jnp.ndarray, ...]
+) -> tuple:
     """Cotangents of the product states and kernels from those of the marginals.
 
     With g_i the marginals' cotangents, Σ g_i·p_i = ⟨ψ|G|ψ⟩ for G = Σ_i g_i (diagonal on site i),
@@ -534,23 +573,31 @@ def _chain_backward(shapes: tuple[tuple[int, int, int], ...], residuals: tuple,
     g = [c[:, None, :, None] for c in cotangents]
     right_g: list = [None] * n
     for i in range(n - 1, 0, -1):
-        b, l, s, r = sites[i].shape
+        b, bond_left, s, r = sites[i].shape
         u = g[i] * _times_right("chain/T.R", sites[i], right[i])
         if right_g[i] is not None:
             u = u + _times_right("chain_vjp/T.RG", sites[i], right_g[i])
-        right_g[i - 1] = _bmm("chain_vjp/right_env", _NT, u.reshape(b, l, s * r),
-                              conj[i].reshape(b, l, s * r))
+        right_g[i - 1] = _bmm(
+            "chain_vjp/right_env",
+            _NT,
+            u.reshape(b, bond_left, s * r),
+            conj[i].reshape(b, bond_left, s * r),
+        )
     left_g = None
     d_products, d_kernels = [], []
     for i in range(n):
-        b, l, s, r = sites[i].shape
+        b, bond_left, s, r = sites[i].shape
         with_left = _left_times("chain/L.T", left[i], sites[i])
         v = g[i] * with_left
         if left_g is not None:
             v = v + _left_times("chain_vjp/LG.T", left_g, sites[i])
         if i < n - 1:
-            left_g = _bmm("chain_vjp/left_env", _TN, conj[i].reshape(b, l * s, r),
-                          v.reshape(b, l * s, r))
+            left_g = _bmm(
+                "chain_vjp/left_env",
+                _TN,
+                conj[i].reshape(b, bond_left * s, r),
+                v.reshape(b, bond_left * s, r),
+            )
         x = _times_right("chain_vjp/V.R", v, right[i])
         if right_g[i] is not None:
             x = x + _times_right("chain_vjp/L.T.RG", with_left, right_g[i])
@@ -592,8 +639,13 @@ def chunk_limit(ansatz: Ansatz) -> int:
     widest = 1
     for plan in compile_plan(ansatz):
         if isinstance(plan, NetworkPlan) and plan.chain is not None:
-            widest = max([widest] + [2 ** (len(site.qubits) + len(left) + len(right))
-                                     for site, (left, right) in zip(plan.sites, plan.chain)])
+            widest = max(
+                [widest]
+                + [
+                    2 ** (len(site.qubits) + len(left) + len(right))
+                    for site, (left, right) in zip(plan.sites, plan.chain)
+                ]
+            )
         else:
             widest = max(widest, 2 ** len(plan.qubits))
     return max(1, min(CHUNK, CHUNK_BYTES // (widest * np.dtype(DTYPE).itemsize)))
@@ -637,8 +689,9 @@ def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.nda
     else:  # bounded memory for big batches: chunks of at most `limit` inputs, one by one
         chunks, size = chunk_shape(n, limit)
         padded = jnp.pad(flat, ((0, chunks * size - n), (0, 0)))
-        out = jax.lax.map(lambda x: simulate_flat(ansatz, x, theta),
-                          padded.reshape(chunks, size, ansatz.n_qubits))
+        out = jax.lax.map(
+            lambda x: simulate_flat(ansatz, x, theta), padded.reshape(chunks, size, ansatz.n_qubits)
+        )
         out = out.reshape(chunks * size, ansatz.n_qubits)[:n]
     return out.reshape(lead + (ansatz.n_qubits,))
 

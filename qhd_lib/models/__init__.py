@@ -2,7 +2,8 @@
 
 ``make_model("7hqconv")`` returns a Flax module; ``model.init(key, x, t)`` and
 ``model.apply({"params": p}, x, t)`` take images x (B, 28, 28, 1) float32 and time steps t (B,)
-int32 and return the noise estimate ε̂ with x's shape.
+int32 and return the noise estimate ε̂ with x's shape. ``released_code=True`` builds the quantum
+blocks as the paper's released code wires them (`qhd_lib.models.released`).
 """
 
 from qhd_lib.models.layers import (
@@ -30,6 +31,12 @@ from qhd_lib.models.quantum import (
     patch_to_qubits,
     quanvolution,
     qubits_to_patch,
+    valid_patch_strides,
+)
+from qhd_lib.models.released import (
+    ReleasedFullQResNetBlock,
+    ReleasedQResNetBlock,
+    ReleasedQuanResNetBlock,
 )
 from qhd_lib.models.unet import (
     MODEL_NAMES,
@@ -62,6 +69,9 @@ __all__ = [
     "Projection",
     "QResNetBlock",
     "QuanResNetBlock",
+    "ReleasedFullQResNetBlock",
+    "ReleasedQResNetBlock",
+    "ReleasedQuanResNetBlock",
     "ResnetBlock",
     "TimeEmbedding",
     "UNet",
@@ -86,5 +96,6 @@ __all__ = [
     "quantum_params",
     "sinusoidal_embedding",
     "standardize_kernel",
+    "valid_patch_strides",
     "value_output_product",
 ]

@@ -1,4 +1,4 @@
-"""The classical layers of the U-Net, as in *denoising-diffusion-flax* (which the paper's code uses).
+"""The classical layers of the U-Net, as in *denoising-diffusion-flax* (the paper's code base).
 
 Every layer here is plain Flax; the quantum blocks in `qhd_lib.models.quantum` reuse the ResNet
 block's wiring (`ResnetBlock`) and only swap its two spatial layers.
@@ -7,13 +7,11 @@ block's wiring (`ResnetBlock`) and only swap its two spatial layers.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-Carry = Any  # what the first spatial layer of a block hands to the second (None for convs)
 
 
 def standardize_kernel(kernel: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -78,30 +76,34 @@ class ResnetBlock(nn.Module):
     ``h = swish(GN(layer_1(swish(GN(layer_0(x)) · (1 + scale) + shift))))``, output ``res(x) + h``,
     where ``(scale, shift) = Dense(2C)(swish(t_emb))`` and ``res`` is a 1×1 conv when the channel
     count changes. ``layer_0``/``layer_1`` are weight-standardised 3×3 convs here; the quantum
-    blocks override `spatial_layer` and inherit everything else.
+    blocks override `spatial_layer` and inherit everything else (`condition`, `residual`).
     """
 
     features: int
     groups: int = 10
 
-    def spatial_layer(
-        self, index: int, h: jax.Array, block_input: jax.Array, carry: Carry
-    ) -> tuple[jax.Array, Carry]:
+    def spatial_layer(self, index: int, h: jax.Array) -> jax.Array:
         """The block's ``index``-th (0 or 1) spatial layer: here a weight-standardised 3×3 conv."""
-        return WeightStandardizedConv(self.features, name=f"conv_{index}")(h), None
+        return WeightStandardizedConv(self.features, name=f"conv_{index}")(h)
 
-    @nn.compact
-    def __call__(self, x: jax.Array, time_emb: jax.Array) -> jax.Array:
-        h, carry = self.spatial_layer(0, x, x, None)
+    def condition(self, h: jax.Array, time_emb: jax.Array) -> jax.Array:
+        """Between the spatial layers: GroupNorm, the time step's scale and shift, swish."""
         h = nn.GroupNorm(num_groups=self.groups, name="norm_0")(h)
         scale_shift = nn.Dense(2 * self.features, name="time_mlp")(nn.swish(time_emb))
         scale, shift = jnp.split(scale_shift[:, None, None, :], 2, axis=-1)
-        h = nn.swish(h * (1 + scale) + shift)
-        h, _ = self.spatial_layer(1, h, x, carry)
+        return nn.swish(h * (1 + scale) + shift)
+
+    def residual(self, x: jax.Array, h: jax.Array) -> jax.Array:
+        """After the second spatial layer: GroupNorm, swish, added to the (projected) input."""
         h = nn.swish(nn.GroupNorm(num_groups=self.groups, name="norm_1")(h))
         if x.shape[-1] != self.features:
             x = nn.Conv(self.features, (1, 1), name="res_conv")(x)
         return x + h
+
+    @nn.compact
+    def __call__(self, x: jax.Array, time_emb: jax.Array) -> jax.Array:
+        h = self.condition(self.spatial_layer(0, x), time_emb)
+        return self.residual(x, self.spatial_layer(1, h))
 
 
 def l2_normalize(t: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
@@ -124,8 +126,11 @@ class Projection(nn.Module):
     def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
         shape = (1, 1, in_features, self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
-        bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,))
-                if self.use_bias else None)
+        bias = (
+            self.param("bias", nn.initializers.zeros_init(), (self.features,))
+            if self.use_bias
+            else None
+        )
         return kernel.reshape(in_features, self.features), bias
 
 
@@ -172,8 +177,9 @@ class Attention(nn.Module):
 POSITIONS_PER_CHUNK = 2048  # linear attention's 128-wide tensors for this many positions: 1 MiB
 
 
-def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array,
-                  positions: int | None = None) -> jax.Array:
+def map_in_chunks(
+    fn: Callable[[jax.Array], jax.Array], x: jax.Array, positions: int | None = None
+) -> jax.Array:
     """``fn`` applied to groups of images of ``x`` (B, N, C) holding about ``positions``
     (default `POSITIONS_PER_CHUNK`) positions each, one group after the other; ``fn`` must
     treat images independently.
@@ -215,8 +221,7 @@ def _head_matrices(kx: jax.Array, wvo: jax.Array, scale: float) -> jax.Array:
 
 
 @jax.custom_vjp
-def _linear_attention(x: jax.Array, w_q: jax.Array, w_k: jax.Array, wvo: jax.Array
-                      ) -> jax.Array:
+def _linear_attention(x: jax.Array, w_q: jax.Array, w_k: jax.Array, wvo: jax.Array) -> jax.Array:
     return _linear_attention_fwd(x, w_q, w_k, wvo)[0]
 
 
@@ -296,8 +301,9 @@ class LinearAttention(nn.Module):
         inner = self.heads * self.dim_head
         w_qkv, _ = Projection(3 * inner, use_bias=False, name="to_qkv")(c)
         w_out, bias = Projection(c, name="to_out")(inner)
-        out = map_in_chunks(lambda xs: linear_attention(xs, w_qkv, w_out, self.heads),
-                            x.reshape(b, hh * ww, c))
+        out = map_in_chunks(
+            lambda xs: linear_attention(xs, w_qkv, w_out, self.heads), x.reshape(b, hh * ww, c)
+        )
         out = (out + bias).reshape(b, hh, ww, c)
         return nn.LayerNorm(epsilon=1e-5, use_bias=False, name="to_out_norm")(out)
 

@@ -9,7 +9,8 @@ blocks (QuanvU-Net, Sect. 3.2) swapped for quantum ones by `ModelConfig.resnet_b
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,31 +19,48 @@ import numpy as np
 
 from qhd_lib import paper
 from qhd_lib.circuits import ANSATZ_NAMES
+from qhd_lib.errors import ConfigError
 from qhd_lib.models.layers import AttnBlock, Downsample, ResnetBlock, TimeEmbedding, Upsample
 from qhd_lib.models.quantum import (
     EXECUTORS,
     GROUP,
-    FullQResNetBlock,
-    QResNetBlock,
-    QuanResNetBlock,
+    PATCH,
+    PATCH_STRIDES,
+    QUANTUM_BLOCKS,
+    valid_patch_strides,
 )
+from qhd_lib.models.released import RELEASED_BLOCKS
 
 VERTEX_KINDS = ("classical", "partial", "full")
 PAPER_ANSATZE = ("hqconv", "fqconv")
+IMAGE_SIZE = 28  # MNIST and Fashion-MNIST; the downsample kernels are chosen for it (28→14→7→2)
+
+
+def downsample_kernel(level: int, levels: int) -> int:
+    """Kernel of the stride-2 downsample after encoder ``level``: 4×4, except 7×7 for the last
+    one, which takes 7×7 to the 2×2 vertex."""
+    return 7 if level == levels - 2 else 4
+
+
+def downsample_size(size: int, kernel: int) -> int:
+    """Side of a stride-2 conv's output with padding 1, as in `Downsample`."""
+    return (size + 2 - kernel) // 2 + 1
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which blocks the U-Net uses where, plus its (fixed) classical sizes.
+    """Which blocks the U-Net uses where, plus its classical sizes (images are always 28×28).
 
     - ``vertex``: "classical", "partial" (``q`` circuits per layer + a conv, 1/7HQConv) or
       "full" (circuits only, FullHQConv) for both vertex ResNet blocks.
     - ``quanv_level``: encoder level (0-based, as in the parameter names) whose two ResNet blocks
       become QuanResNet blocks; the paper's QuanvU-Net uses level 1 (14×14).
     - ``ansatz``/``layers``: the 12-qubit circuit (HQConv or FQConv, 3 layers in the paper).
-    - ``released_code``: reproduce the released code's behaviour (REFERENCE.md, differences
-      1–5) for the audit: its HQConv, dropped second-layer circuit outputs, the second
-      quanvolution reading the block input, pixel-major qubits, a shared 4-qubit circuit.
+    - ``patch_stride``: how far the quanvolutional filter moves, 2 (the paper) or 1; 2 needs
+      an even-sized level (not level 2's 7×7).
+    - ``released_code``: build the released code's blocks (`qhd_lib.models.released`) and its
+      HQConv for the audit: dropped second-layer circuit outputs, the second quanvolution
+      reading the block input, a shared 4-qubit circuit, pixel-major qubits.
     - ``executor``: "jax" (fast, jit/grad) or "pennylane" (cross-check, forward only).
     """
 
@@ -58,44 +76,80 @@ class ModelConfig:
     dim: int = 10
     dim_mults: tuple[int, ...] = (1, 2, 3, 4)
     groups: int = 10
-    image_size: int = 28
     channels: int = 1
     heads: int = 4
     dim_head: int = 32
 
     def __post_init__(self) -> None:
         if self.vertex not in VERTEX_KINDS:
-            raise ValueError(f"unknown vertex {self.vertex!r}; use one of {', '.join(VERTEX_KINDS)}")
+            raise ConfigError(
+                f"unknown vertex {self.vertex!r}; use one of {', '.join(VERTEX_KINDS)}"
+            )
         max_q = self.vertex_width // GROUP
         if self.vertex == "partial" and not 1 <= self.q <= max_q:
-            raise ValueError(
+            raise ConfigError(
                 f"q={self.q} is outside 1..{max_q}: a {self.vertex_width}-channel vertex holds "
                 f"at most {max_q} groups of 3 channels (use vertex='full' for all of them)"
             )
         if self.vertex != "partial" and self.q:
-            raise ValueError(f"q={self.q} only applies to vertex='partial'; leave q=0")
+            raise ConfigError(f"q={self.q} only applies to vertex='partial'; leave q=0")
+        if self.vertex != "classical" and self.level_sizes[-1] != PATCH:
+            size = self.level_sizes[-1]
+            raise ConfigError(
+                f"a quantum vertex needs the 2×2 vertex of four encoder levels; dim_mults="
+                f"{self.dim_mults} gives {size}×{size}; use vertex='classical' or 4 multipliers"
+            )
         if self.ansatz not in PAPER_ANSATZE:
-            raise ValueError(
-                f"unknown ansatz {self.ansatz!r}; use 'hqconv' or 'fqconv' "
+            raise ConfigError(
+                f"unknown ansatz {self.ansatz!r}; use one of {', '.join(PAPER_ANSATZE)} "
                 "(released_code=True selects the released HQConv)"
             )
         if self.released_code and self.ansatz != "hqconv":
-            raise ValueError(
+            raise ConfigError(
                 "released_code=True reproduces the released HQConv circuits only; "
                 "use an hqconv configuration (the paper's tables report HQConv)"
             )
         if not isinstance(self.layers, int) or self.layers < 1:
-            raise ValueError(f"layers must be a positive integer, got {self.layers!r}")
-        levels = len(self.dim_mults)
-        if self.quanv_level is not None and not 0 <= self.quanv_level < levels:
-            raise ValueError(f"quanv_level {self.quanv_level} is not an encoder level 0..{levels - 1}")
-        if self.patch_stride not in (1, 2):
-            raise ValueError(
-                f"patch stride {self.patch_stride} would leave pixels that no 2×2 patch covers; "
-                "use 1 (overlapping patches, outputs averaged) or 2 (disjoint, the paper)"
-            )
+            raise ConfigError(f"layers must be a positive integer, got {self.layers!r}")
+        self._check_quanv_level()
         if self.executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
+            raise ConfigError(
+                f"unknown executor {self.executor!r}; use one of {', '.join(EXECUTORS)}"
+            )
+
+    def _check_quanv_level(self) -> None:
+        """The quanvolutional level exists and its patch stride covers every pixel there."""
+        if self.patch_stride not in PATCH_STRIDES:
+            raise ConfigError(
+                f"patch stride {self.patch_stride!r} is not supported; use 1 (overlapping "
+                "patches, outputs averaged) or 2 (disjoint patches, the paper)"
+            )
+        if self.quanv_level is None:
+            return
+        sizes = self.level_sizes
+        if not 0 <= self.quanv_level < len(sizes):
+            raise ConfigError(
+                f"quanv_level {self.quanv_level} is not an encoder level 0..{len(sizes) - 1}"
+            )
+        size = sizes[self.quanv_level]
+        valid = valid_patch_strides((size, size))
+        if self.patch_stride not in valid:
+            even = [level for level, s in enumerate(sizes) if s % 2 == 0]
+            raise ConfigError(
+                f"patch stride {self.patch_stride} leaves pixels of encoder level "
+                f"{self.quanv_level} ({size}×{size}) outside every 2×2 patch; use patch_stride="
+                f"{valid[0]} there, or quanv_level in {even} for patch stride 2"
+            )
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        """Side of the feature map at each encoder level: (28, 14, 7, 2); the last is the
+        vertex."""
+        levels = len(self.dim_mults)
+        sizes = [IMAGE_SIZE]
+        for level in range(levels - 1):
+            sizes.append(downsample_size(sizes[-1], downsample_kernel(level, levels)))
+        return tuple(sizes)
 
     @property
     def vertex_width(self) -> int:
@@ -108,30 +162,32 @@ class ModelConfig:
         return "released_hqconv" if self.released_code else self.ansatz
 
     def resnet_block(self, position: str, features: int) -> ResnetBlock:
-        """The ResNet block (classical or quantum) at ``position``, e.g. "mid.resblock_0"."""
+        """The ResNet block (classical or quantum) at ``position``, e.g. "mid.resblock_0";
+        quantum blocks come from `qhd_lib.models.released` when ``released_code`` is set."""
         common = dict(features=features, groups=self.groups, name=position)
         quantum = dict(ansatz=self.circuit, layers=self.layers, executor=self.executor)
+        blocks = RELEASED_BLOCKS if self.released_code else QUANTUM_BLOCKS
         if position.startswith("mid.") and self.vertex == "partial":
-            return QResNetBlock(q=self.q, drop_second_circuits=self.released_code,
-                                **quantum, **common)
+            return blocks["partial"](q=self.q, **quantum, **common)
         if position.startswith("mid.") and self.vertex == "full":
-            return FullQResNetBlock(share_tail=self.released_code, **quantum, **common)
+            return blocks["full"](**quantum, **common)
         if self.quanv_level is not None and position.startswith(f"down_{self.quanv_level}."):
-            return QuanResNetBlock(patch_stride=self.patch_stride,
-                                   second_reads_input=self.released_code, **quantum, **common)
+            return blocks["quanv"](patch_stride=self.patch_stride, **quantum, **common)
         return ResnetBlock(**common)
 
 
 def check_inputs(x: jax.Array, t: jax.Array, config: ModelConfig) -> None:
-    """Images (B, S, S, channels) and integer time steps (B,), with S = config.image_size."""
-    s, c = config.image_size, config.channels
+    """Images (B, 28, 28, channels) and integer time steps (B,)."""
+    s, c = IMAGE_SIZE, config.channels
     if x.ndim != 4 or x.shape[1:] != (s, s, c):
         raise ValueError(
             f"the U-Net takes images of shape (B, {s}, {s}, {c}), got {tuple(x.shape)}; "
             f"add a channel axis with x[..., None] or resize to {s}×{s}"
         )
     if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape ({x.shape[0]},) (one time step per image), got {t.shape}")
+        raise ValueError(
+            f"t must have shape ({x.shape[0]},) (one time step per image), got {t.shape}"
+        )
 
 
 class UNet(nn.Module):
@@ -162,9 +218,11 @@ class UNet(nn.Module):
                     h = AttnBlock(True, cfg.heads, cfg.dim_head, name=f"down_{level}.attnblock")(h)
                 skips.append(h)
             if level < levels - 1:
-                kernel = 7 if level == levels - 2 else 4  # 7×7 → 2×2 at the last step
-                h = Downsample(cfg.dim * cfg.dim_mults[level], kernel,
-                               name=f"down_{level}.downsample")(h)
+                h = Downsample(
+                    cfg.dim * cfg.dim_mults[level],
+                    downsample_kernel(level, levels),
+                    name=f"down_{level}.downsample",
+                )(h)
         h = nn.Conv(cfg.vertex_width, (3, 3), padding=1, name="down_to_mid.conv")(h)
 
         h = cfg.resnet_block("mid.resblock_0", cfg.vertex_width)(h, temb)
@@ -203,17 +261,22 @@ PRESETS: dict[str, ModelConfig] = {
 MODEL_NAMES: tuple[str, ...] = tuple(PRESETS)
 
 # Parameter counts printed in the paper (Tables 1 and 2); QuanvU-Net's is discussed in chapter 6.
-PAPER_PARAM_COUNTS: dict[str, int] = {name: n for name, n in paper.PARAMS.items() if name in PRESETS}
+PAPER_PARAM_COUNTS: dict[str, int] = {
+    name: n for name, n in paper.PARAMS.items() if name in PRESETS
+}
 
 
 def model_config(name: str, *, released_code: bool = False, **overrides: Any) -> ModelConfig:
     """The named paper configuration, optionally with the released code's behaviour or changes
     (e.g. ``model_config("1hqconv", layers=2)``, ``model_config("quanvunet", patch_stride=1)``)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    unknown = set(overrides) - set(fields)
     if unknown:
-        raise ValueError(f"unknown ModelConfig field(s) {sorted(unknown)}")
+        raise ConfigError(
+            f"unknown ModelConfig field(s) {sorted(unknown)}; choose from {', '.join(fields)}"
+        )
     return dataclasses.replace(PRESETS[name], released_code=released_code, **overrides)
 
 
@@ -224,7 +287,7 @@ def make_model(name: str, *, released_code: bool = False, **overrides: Any) -> U
 
 def dummy_inputs(config: ModelConfig, batch: int = 1) -> tuple[jax.Array, jax.Array]:
     """Zero images and time steps of the right shapes for ``model.init``."""
-    s = config.image_size
+    s = IMAGE_SIZE
     return jnp.zeros((batch, s, s, config.channels), jnp.float32), jnp.zeros((batch,), jnp.int32)
 
 
@@ -257,7 +320,9 @@ def quantum_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k.split("/")[-1] in ("theta", "tail_theta")}
 
 
-def circuit_gradients(module: nn.Module, *inputs: jax.Array, seed: int = 0) -> dict[str, np.ndarray]:
+def circuit_gradients(
+    module: nn.Module, *inputs: jax.Array, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Gradients of a generic scalar of ``module``'s output w.r.t. its circuit parameters.
 
     The scalar, Σ sin(3·output), depends on every output value non-linearly, so a parameter whose

@@ -1,0 +1,177 @@
+"""Plans: the runs a protocol needs, in order, and the comparisons that pool them.
+
+``python -m qhd_lib.experiments plan paper`` prints them as commands (the scripts in ``scripts/``
+run what it prints); chapter 8 reads the same list to say which runs exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from qhd_lib import paper
+from qhd_lib.errors import ConfigError
+from qhd_lib.experiments.config import RunConfig
+from qhd_lib.experiments.protocols import configure
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run of a plan: its directory (relative to the repository), what it is, its config."""
+
+    out: str
+    what: str
+    protocol: str
+    changes: Mapping[str, Any]
+
+    @property
+    def dataset(self) -> str:
+        return self.changes["data.dataset"]
+
+    def config(self) -> RunConfig:
+        """The resolved configuration (validated)."""
+        return configure(self.protocol, self.changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """``experiments compare`` over ``runs`` (directories), written to ``out``."""
+
+    out: str
+    runs: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The runs of a protocol, in the order they should be made, then their comparisons."""
+
+    name: str
+    what: str
+    runs: tuple[PlannedRun, ...]
+    comparisons: tuple[Comparison, ...]
+
+
+PAPER_BEST = {"mnist": "7hqconv", "fashion_mnist": "quanvunet"}  # the paper's best hybrid
+PAPER_TRANSFER_EPOCHS = {"mnist": 19, "fashion_mnist": 18}  # source epochs of the 20 (sec. 4.4)
+HYBRIDS = ("1hqconv", "7hqconv", "fullhqconv", "quanvunet")
+
+
+def _paper_run(
+    dataset: str, model: str, seed: int, what: str, suffix: str = "", **changes: Any
+) -> PlannedRun:
+    base = {"data.dataset": dataset, "model.name": model, "seed": seed}
+    return PlannedRun(
+        f"results/paper/{dataset}_{model}{suffix}_seed{seed}", what, "paper", {**base, **changes}
+    )
+
+
+def _paper_plan() -> Plan:
+    """Tables 1 and 2: every column with seed 42, the transfer runs and their classical →
+    classical control, seeds 43 and 44 of classical and the best hybrid, then the released
+    code's twin of each hybrid; per dataset, cheap columns first."""
+    runs: list[PlannedRun] = []
+    comparisons = []
+    for dataset in ("mnist", "fashion_mnist"):
+        ours = [
+            _paper_run(dataset, m, 42, f"{paper.COLUMN_TITLES[m]}, seed 42")
+            for m in ("classical", *HYBRIDS)
+        ]
+        source = PAPER_TRANSFER_EPOCHS[dataset]
+        transfer = {"train.transfer.source": "classical", "train.transfer.source_epochs": source}
+        ours += [
+            _paper_run(
+                dataset, "1fqconv", 42, f"transfer {source}+{20 - source}", "_transfer", **transfer
+            ),
+            _paper_run(
+                dataset,
+                "classical",
+                42,
+                "transfer control, classical → classical",
+                "_transfer",
+                **transfer,
+            ),
+        ]
+        ours += [
+            _paper_run(dataset, m, seed, f"{paper.COLUMN_TITLES[m]}, seed {seed}")
+            for seed in (43, 44)
+            for m in ("classical", PAPER_BEST[dataset])
+        ]
+        ours += [
+            _paper_run(
+                dataset,
+                m,
+                42,
+                f"{paper.COLUMN_TITLES[m]}, released code",
+                "_released",
+                **{"model.released_code": True},
+            )
+            for m in HYBRIDS
+        ]
+        runs += ours
+        comparisons.append(
+            Comparison(f"results/paper/{dataset}_comparison.json", tuple(r.out for r in ours))
+        )
+    return Plan(
+        "paper", "Tables 1 and 2 at the paper's protocol (a GPU)", tuple(runs), tuple(comparisons)
+    )
+
+
+REDUCED_CHANGES: dict[str, Any] = {
+    "data.dataset": "mnist",
+    "data.train_images": 2_400,
+    "train.epochs": 2,
+    "train.batch_size": 32,
+    "evaluation.epochs": (1, 2),
+    "evaluation.samples": 200,
+    "evaluation.n_real": 500,
+    "sampling.sampler": "ddim",
+    "sampling.steps": 50,
+    "sampling.batch": 200,
+}
+
+
+def _reduced_plan() -> Plan:
+    """Chapter 8's CPU comparison (~80 min on 2 cores), NOT the paper's protocol: classical and
+    7HQConv with seeds 42–44, and the released code's 7HQConv with seed 42."""
+    runs = []
+    for seed in (42, 43, 44):
+        for model in ("classical", "7hqconv"):
+            runs.append(
+                PlannedRun(
+                    f"results/reduced/mnist_{model}_seed{seed}",
+                    f"{paper.COLUMN_TITLES[model]}, seed {seed}",
+                    "demo",
+                    {**REDUCED_CHANGES, "model.name": model, "seed": seed},
+                )
+            )
+    runs.append(
+        PlannedRun(
+            "results/reduced/mnist_7hqconv_released_seed42",
+            "7HQConv QVU-Net, released code, seed 42",
+            "demo",
+            {**REDUCED_CHANGES, "model.name": "7hqconv", "seed": 42, "model.released_code": True},
+        )
+    )
+    comparison = Comparison("results/reduced/comparison.json", tuple(r.out for r in runs))
+    return Plan(
+        "reduced", "chapter 8's reduced protocol on a 2-core CPU", tuple(runs), (comparison,)
+    )
+
+
+PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _reduced_plan())}
+
+
+def plan(name: str, dataset: str | None = None) -> Plan:
+    """The plan ``name`` (`PLANS`), optionally only the runs and comparisons of one dataset."""
+    if name not in PLANS:
+        raise ConfigError(f"unknown plan {name!r}; use one of {', '.join(PLANS)}")
+    found = PLANS[name]
+    if dataset is None:
+        return found
+    runs = tuple(r for r in found.runs if r.dataset == dataset)
+    if not runs:
+        raise ConfigError(f"plan {name!r} has no runs on {dataset!r}")
+    kept = {r.out for r in runs}
+    comparisons = tuple(c for c in found.comparisons if set(c.runs) <= kept)
+    return dataclasses.replace(found, runs=runs, comparisons=comparisons)

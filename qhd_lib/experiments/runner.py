@@ -1,0 +1,265 @@
+"""One run as a pipeline: train (or resume) → sample with the EMA parameters → measure → record.
+
+:func:`run` writes ``out/run.json`` (`records`) after every stage, so a killed run loses at most
+the stage it was in: rerunning resumes training from its last checkpoint, keeps finished
+evaluations and, with ``sampling.chunk``, resumes sampling at its next chunk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qhd_lib import data, io, models, provenance, train
+from qhd_lib.errors import ConfigError, DataError, RunStateError
+from qhd_lib.experiments import scoring
+from qhd_lib.experiments.config import VERTEX_SCOPES, RunConfig
+from qhd_lib.experiments.overrides import config_from_dict
+from qhd_lib.experiments.protocols import deviations
+from qhd_lib.experiments.records import RUN_FILE, SOURCE_DIR, TRAIN_DIR, read_run
+from qhd_lib.experiments.samples import draw_for_run, save_grid
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def training_images(config: RunConfig) -> np.ndarray:
+    """The training set in the model's range, (N, 28, 28, 1) float32 in [-1, 1]."""
+    images, _ = data.load(config.data.dataset, "train")
+    wanted = config.data.train_images
+    if wanted is not None:
+        if wanted > len(images):
+            raise ConfigError(
+                f"data.train_images (--train-images) {wanted} > the {len(images)} "
+                "training images there are; use fewer, or 0 for all"
+            )
+        images = images[:wanted]
+    return data.to_model_range(images)
+
+
+def _refuse_unimplemented(config: RunConfig) -> None:
+    """Settings the tree holds for coming work but this runner cannot honour yet."""
+    if config.train.frozen:
+        raise ConfigError(
+            f"train.frozen={list(config.train.frozen)} (model {config.model.name}) "
+            "is not implemented by the runner yet; train an unmasked model"
+        )
+    if config.deadline_s is not None:
+        raise ConfigError(
+            "deadline_s is not implemented by the runner yet; leave it unset and "
+            "use sampling.chunk to make sampling resumable"
+        )
+
+
+def run(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    command: str | None = None,
+    allow_dirty: bool = False,
+) -> dict[str, Any]:
+    """Train, sample at each evaluation epoch, measure; write ``out/run.json`` as it goes.
+
+    Rerunning with the same config resumes; another config in ``out`` is refused. Writing into
+    the repository's ``results/`` needs a clean tree unless ``allow_dirty`` (recorded).
+    """
+    out = Path(out)
+    _refuse_unimplemented(config)
+    provenance.check_clean_for(out, allow_dirty)
+    previous = read_run(out)
+    if previous is not None and _identity(previous["config"]) != config.identity():
+        raise RunStateError(
+            f"{out} holds a run with another configuration; use a new output "
+            "directory to start a new run, or the same settings to resume it"
+        )
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {
+        "config": config.to_dict(),
+        "paper_protocol": not deviations(config),
+        "deviations": deviations(config),
+        "seed": config.seed,
+        "provenance": provenance.record(
+            command or "(called from Python)", seed=config.seed, allow_dirty=allow_dirty
+        ),
+        "started": _now(),
+        "status": "training",
+    }
+    io.write_json(out / RUN_FILE, record)
+    images = training_images(config)
+    record["train_images_used"] = len(images)
+    record["train"] = _train_phases(config, out, images, progress)
+    record["params"] = record["train"].pop("params")
+    record["status"] = "evaluating"
+    io.write_json(out / RUN_FILE, record)
+
+    model = models.make_model(config.model.architecture, released_code=config.model.released_code)
+    done = {e["epoch"]: e for e in (previous or {}).get("evaluations", []) if e.get("complete")}
+    record["evaluations"] = []
+    for epoch, step in record["train"]["snapshots"].items():
+        entry = done.get(float(epoch)) or _evaluate_epoch(
+            config, out, model, float(epoch), step, progress
+        )
+        record["evaluations"].append(entry)
+        io.write_json(out / RUN_FILE, record)
+    record["status"] = "complete"
+    record["finished"] = _now()
+    record["wall_s_this_invocation"] = record["provenance"]["wall_s"] = time.perf_counter() - t0
+    io.write_json(out / RUN_FILE, record)
+    return record
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return config_from_dict(config).identity()
+
+
+def _leaf(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _train_phases(
+    config: RunConfig, out: Path, images: np.ndarray, progress: bool
+) -> dict[str, Any]:
+    """Train (or resume) the run's network; with transfer learning, first get the source's
+    parameters (trained here, or read from a file)."""
+    model = models.make_model(config.model.architecture, released_code=config.model.released_code)
+    n, batch = len(images), config.train.batch_size
+    transfer, epochs, info = config.train.transfer, config.train.epochs, {}
+    init, seed, stream = None, config.seed, 0
+    if transfer is not None:
+        source_params, info["transfer"] = _transfer_source(config, out, images, progress)
+        seed = config.sampling_seed
+        fresh_modules = VERTEX_SCOPES[transfer.fresh]
+        init, copied, fresh = train.transfer_params(
+            source_params, train.init_params(model, seed), lambda p: p[0] in fresh_modules
+        )
+        info["transfer"].update(
+            {
+                "fresh_modules": list(fresh_modules),
+                "copied_leaves": len(copied),
+                "fresh_leaves": len(fresh),
+                "second_phase_seed": seed,
+                "fresh_params": sum(int(np.prod(np.shape(_leaf(init, p)))) for p in fresh),
+            }
+        )
+        epochs, stream = epochs - transfer.source_epochs, 1
+    start = transfer.source_epochs if transfer is not None else 0.0
+    snapshots = {e: train.steps_for_epochs(e - start, n, batch) for e in config.evaluation.epochs}
+    result = train.train(
+        model,
+        images,
+        config.train_config(epochs, seed=seed, stream=stream),
+        out / TRAIN_DIR,
+        init=init,
+        snapshot_steps=snapshots.values(),
+        progress=progress,
+    )
+    info.update(
+        {
+            "steps": result.total_steps,
+            "resumed_from_step": result.resumed_from,
+            "wall_s": result.wall_s,
+            "median_step_s": result.median_step_s,
+            "steps_timed": len(result.step_times_s),
+            "snapshots": {f"{e:g}": s for e, s in snapshots.items()},
+            "params": models.count_params(result.state.params),
+        }
+    )
+    return info
+
+
+def _transfer_source(
+    config: RunConfig, out: Path, images: np.ndarray, progress: bool
+) -> tuple[train.Params, dict[str, Any]]:
+    """The source network's parameters for transfer learning, and what to record about them."""
+    transfer = config.train.transfer
+    info: dict[str, Any] = {
+        "source_model": transfer.source,
+        "source_epochs": transfer.source_epochs,
+    }
+    if transfer.source_file is not None:
+        path = Path(transfer.source_file)
+        if not path.is_file():
+            raise DataError(
+                f"train.transfer.source_file {path} does not exist; give a parameter "
+                "file written by qhd_lib.train.save_params"
+            )
+        info.update(
+            source_file=str(path),
+            note="the target starts from the file's parameters; "
+            "Adam state and EMA start afresh (the file holds no optimiser state)",
+        )
+        return train.load_params(path), info
+    source_model = models.make_model(transfer.source, released_code=config.model.released_code)
+    source = train.train(
+        source_model,
+        images,
+        config.train_config(transfer.source_epochs),
+        out / SOURCE_DIR,
+        progress=progress,
+    )
+    info.update(
+        {
+            "source_run_dir": str(out / SOURCE_DIR),
+            "source_steps": source.total_steps,
+            "source_wall_s": source.wall_s,
+            "source_median_step_s": source.median_step_s,
+            "note": "the target starts from the source's (non-EMA) parameters; Adam state and EMA "
+            "restart",
+        }
+    )
+    return source.state.params, info
+
+
+def _epoch_label(epoch: float) -> str:
+    return f"{epoch:g}".replace(".", "p")
+
+
+def _sampling_text(config: RunConfig) -> str:
+    if config.sampling.sampler == "ddpm":
+        return f"ancestral DDPM, {config.diffusion.timesteps} steps, EMA parameters"
+    return f"DDIM (eta 0), {config.sampling.steps} steps, EMA parameters"
+
+
+def _evaluate_epoch(
+    config: RunConfig, out: Path, model: Any, epoch: float, step: int, progress: bool
+) -> dict[str, Any]:
+    params = train.load_params(train.snapshot_path(out / TRAIN_DIR, step))
+    label = _epoch_label(epoch)
+    t = time.perf_counter()
+    images = draw_for_run(
+        model, params, config, config.evaluation.samples, out / f"chunks_epoch{label}", progress
+    )
+    sampling_s = time.perf_counter() - t
+    npz = io.save_images(out / f"samples_epoch{label}.npz", images)
+    png = save_grid(
+        out / f"samples_epoch{label}.png",
+        images,
+        f"{config.model.name}, {config.data.dataset}, epoch {epoch:g}",
+    )
+    entry: dict[str, Any] = {
+        "epoch": epoch,
+        "step": step,
+        "samples_file": npz.name,
+        "grid_png": png.name,
+        "n_samples": len(images),
+        "sampling_wall_s": sampling_s,
+        "sampling": _sampling_text(config),
+        "metrics": None,
+    }
+    ev = config.evaluation
+    if ev.metrics:
+        t = time.perf_counter()
+        entry["metrics"] = scoring.measure(
+            images, config.data.dataset, ev.n_real, config.seed, ev.real_split, progress
+        )
+        entry["metrics_wall_s"] = time.perf_counter() - t
+    entry["complete"] = True
+    return entry

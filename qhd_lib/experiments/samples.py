@@ -1,0 +1,198 @@
+"""Samples: drawn from EMA parameters in batches (resumable in chunks), saved as uint8, gridded.
+
+The noise of batch ``i`` depends only on the sampling seed and ``i`` (:func:`sampling_key`), so
+every evaluation epoch of a run — and every model of one seed — starts from the same noise, and
+images drawn in chunks equal images drawn at once. :func:`sample_from_run` draws from a finished
+run's parameters into a file (`qhd_lib.experiments.scoring` scores it, possibly elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from matplotlib.figure import Figure
+
+from qhd_lib import diffusion, io, models, provenance, train
+from qhd_lib.errors import ConfigError, RunStateError
+from qhd_lib.experiments.config import RunConfig
+from qhd_lib.experiments.overrides import config_from_dict, override
+from qhd_lib.experiments.records import RUN_FILE, TRAIN_DIR, read_run
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def sampling_key(seed: int, batch_index: int) -> jax.Array:
+    """Key of sample batch ``batch_index``: the same noise at every evaluation epoch of a run,
+    so differences between epochs come from the network, not from the draw."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5A3), batch_index)
+
+
+_APPLY_FNS: dict[Any, train.ApplyFn] = {}
+
+
+def _apply_fn(model: Any) -> train.ApplyFn:
+    """One apply function per model, so the compiled sampler is reused."""
+    if model not in _APPLY_FNS:
+        _APPLY_FNS[model] = train.make_apply_fn(model)
+    return _APPLY_FNS[model]
+
+
+def draw_samples(
+    model: Any,
+    params: train.Params,
+    n: int,
+    *,
+    timesteps: int,
+    seed: int,
+    batch: int,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    beta_schedule: str = "cosine",
+    first_batch: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """``n`` images in [-1, 1], in batches numbered from ``first_batch``: ancestral DDPM over all
+    ``timesteps`` steps (the paper), or DDIM over ``steps`` (faster, for demos)."""
+    schedule = diffusion.make_schedule(beta_schedule, timesteps)
+    out = []
+    for i, start in enumerate(range(0, n, batch), start=first_batch):
+        size = min(batch, n - start)
+        x = diffusion.sample(
+            schedule,
+            _apply_fn(model),
+            params,
+            sampling_key(seed, i),
+            (size, *IMAGE_SHAPE),
+            progress=progress,
+            method=sampler,
+            steps=steps,
+        )
+        out.append(np.asarray(x))
+    return np.concatenate(out)
+
+
+def draw_for_run(
+    model: Any,
+    params: train.Params,
+    config: RunConfig,
+    n: int,
+    chunk_dir: Path | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """A run's ``n`` samples as uint8 (N, 28, 28), its sampler and seed; with
+    ``config.sampling.chunk`` each chunk is saved under ``chunk_dir`` as it is finished and
+    reused on the next call, so a killed evaluation resumes where it stopped."""
+    s = config.sampling
+
+    def draw(count: int, first_batch: int) -> np.ndarray:
+        images = draw_samples(
+            model,
+            params,
+            count,
+            timesteps=config.diffusion.timesteps,
+            seed=config.sampling_seed,
+            batch=s.batch,
+            sampler=s.sampler,
+            steps=s.steps,
+            beta_schedule=config.diffusion.beta_schedule,
+            first_batch=first_batch,
+            progress=progress,
+        )
+        return io.to_uint8(images)
+
+    if s.chunk is None or chunk_dir is None:
+        return draw(n, 0)
+    parts = []
+    for c in range(math.ceil(n / s.chunk)):
+        path = chunk_dir / f"chunk{c:05d}.npz"
+        if not path.exists():
+            start = c * s.chunk
+            io.save_images(path, draw(min(s.chunk, n - start), start // s.batch))
+        parts.append(io.load_images(path))
+    return np.concatenate(parts)
+
+
+def save_grid(path: str | Path, images: np.ndarray, title: str, n: int = 64) -> Path:
+    """A PNG grid of the first ``n`` samples, 16 a row (a bare `Figure`: no pyplot, no backend
+    switch, so a notebook's plotting backend stays as it was)."""
+    pixels = io.to_uint8(images)[:n]
+    ncols = min(16, len(pixels))
+    nrows = math.ceil(len(pixels) / ncols)
+    framed = np.pad(pixels, ((0, nrows * ncols - len(pixels)), (1, 1), (1, 1)), constant_values=128)
+    h, w = framed.shape[1:]
+    mosaic = framed.reshape(nrows, ncols, h, w).transpose(0, 2, 1, 3).reshape(nrows * h, ncols * w)
+    fig = Figure(figsize=(0.6 * ncols, 0.6 * nrows + 0.4))
+    ax = fig.add_subplot()
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return io.write_bytes(path, buffer.getvalue())
+
+
+def sample_from_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    epoch: float | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    batch: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Draw samples from a run's EMA parameters at an evaluation epoch into a ``.npz``
+    (default: the last epoch, the run's number of samples, seed and batch)."""
+    run_dir = Path(run_dir)
+    record = read_run(run_dir)
+    if record is None or "train" not in record:
+        raise RunStateError(
+            f"{run_dir} has no trained run ({RUN_FILE} missing or training "
+            "unfinished); finish it with its `run` command first"
+        )
+    config = config_from_dict(record["config"])
+    snapshots = {float(k): v for k, v in record["train"]["snapshots"].items()}
+    epoch = max(snapshots) if epoch is None else float(epoch)
+    if epoch not in snapshots:
+        raise RunStateError(
+            f"no parameters saved at epoch {epoch:g}; available: "
+            f"{', '.join(f'{e:g}' for e in sorted(snapshots))}"
+        )
+    wanted = {"samples": samples, "batch": batch}
+    bad = {k: v for k, v in wanted.items() if v is not None and v < 1}
+    if bad or (seed is not None and seed < 0):
+        raise ConfigError(
+            f"samples and batch must be positive, seed 0 or more; got {bad or {'seed': seed}}"
+        )
+    model = models.make_model(config.model.architecture, released_code=config.model.released_code)
+    params = train.load_params(train.snapshot_path(run_dir / TRAIN_DIR, snapshots[epoch]))
+    n = config.evaluation.samples if samples is None else samples
+    changes: dict[str, Any] = {
+        "sampling.batch": config.sampling.batch if batch is None else batch,
+        "sampling.chunk": None,
+    }
+    if seed is not None:  # the sampling seed: the second phase's for a transfer run
+        changes["train.transfer.seed" if config.train.transfer else "seed"] = seed
+    config = override(config, changes)
+    t = time.perf_counter()
+    path = io.save_images(out, draw_for_run(model, params, config, n, progress=progress))
+    info = {
+        "samples_file": str(path),
+        "run": str(run_dir),
+        "epoch": epoch,
+        "n_samples": n,
+        "sampling_seed": config.sampling_seed,
+        "sampling_wall_s": time.perf_counter() - t,
+        "provenance": provenance.record(
+            command or "(called from Python)", seed=config.sampling_seed
+        ),
+    }
+    io.write_json(path.with_suffix(".json"), info)
+    return info

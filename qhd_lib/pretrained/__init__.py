@@ -1,0 +1,115 @@
+"""Pretrained EMA parameters that ship with the library, loadable in one call.
+
+``load("mnist", "classical")`` returns the EMA parameters of a U-Net trained by the book's own
+runs (`experiments`, 10 epochs at the paper's settings; the run that made each file is named in
+`PRETRAINED`). The files are package data of `qhd_lib`, so installing the library (pip, a git
+install on Colab) brings them; each is checked against the SHA-256 recorded here before use, and
+against the shapes of the model it claims to be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+
+from qhd_lib.errors import ConfigError, DataError
+
+DIRECTORY = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """One shipped parameter file: what it is, where it came from, its checksum."""
+
+    dataset: str
+    model: str
+    epochs: int
+    file: str  # inside `DIRECTORY`
+    sha256: str
+    run: str  # the results/ directory of the run that made it (provenance, metrics)
+
+
+PRETRAINED: dict[tuple[str, str], Pretrained] = {}  # filled as the runs that make them finish
+
+
+def available() -> list[tuple[str, str]]:
+    """The (dataset, model) pairs with shipped parameters."""
+    return sorted(PRETRAINED)
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_file(path: str | Path, expected_sha256: str) -> Any:
+    """The parameter tree in ``path`` (msgpack, as `qhd_lib.train.save_params` writes it), after
+    checking its SHA-256."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"pretrained parameters {path} are missing: reinstall qhd-book (pip "
+            "install --force-reinstall) or restore the file with `git checkout -- "
+            f"{path.name}` in a clone"
+        )
+    found = sha256(path)
+    if found != expected_sha256:
+        raise DataError(
+            f"pretrained parameters {path} are corrupt (SHA-256 {found[:16]}…, "
+            f"expected {expected_sha256[:16]}…): reinstall qhd-book or restore the file"
+        )
+    return flax.serialization.msgpack_restore(path.read_bytes())
+
+
+def entry(dataset: str, model: str) -> Pretrained:
+    """The registry entry of (dataset, model), or a `ConfigError` listing what exists."""
+    try:
+        return PRETRAINED[(dataset, model)]
+    except KeyError:
+        have = ", ".join(f"{d}/{m}" for d, m in available()) or "none yet"
+        raise ConfigError(f"no pretrained {model} U-Net for {dataset}; available: {have}") from None
+
+
+def load(dataset: str, model: str) -> Any:
+    """EMA parameters of the pretrained ``model`` for ``dataset``, checked (checksum, shapes)."""
+    from qhd_lib.models import make_model, param_shapes
+
+    item = entry(dataset, model)
+    params = load_file(DIRECTORY / item.file, item.sha256)
+    check_shapes(params, param_shapes(make_model(model)), f"{dataset}/{model}")
+    return params
+
+
+def check_shapes(params: Any, expected: Any, what: str) -> None:
+    """Raise `DataError` naming every parameter path whose presence or shape differs."""
+    have, want = _shapes(params), _shapes(expected)
+    problems = [f"{p}: missing" for p in sorted(want.keys() - have.keys())]
+    problems += [f"{p}: unexpected" for p in sorted(have.keys() - want.keys())]
+    problems += [
+        f"{p}: {have[p]} in file, {want[p]} expected"
+        for p in sorted(have.keys() & want.keys())
+        if have[p] != want[p]
+    ]
+    if problems:
+        raise DataError(
+            f"pretrained parameters {what} do not fit the model ({len(problems)} "
+            f"paths; first: {'; '.join(problems[:3])}): reinstall qhd-book"
+        )
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}/{key}" if prefix else str(key))
+        else:
+            out[prefix] = tuple(getattr(node, "shape", ()))
+
+    walk(tree, "")
+    return out
