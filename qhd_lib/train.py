@@ -282,7 +282,9 @@ def load_checkpoint(path: str | Path, template: TrainState) -> TrainState:
     """
     saved = flax.serialization.msgpack_restore(Path(path).read_bytes())
     expected = flax.serialization.to_state_dict(template)
-    problems = _mismatches(saved.get("params"), expected["params"]) or _mismatches(saved, expected)
+    problems = param_mismatches(saved.get("params"), expected["params"]) or param_mismatches(
+        saved, expected
+    )
     _refuse_mismatch(path, problems)
     restored = flax.serialization.from_state_dict(template, saved)
     return jax.tree_util.tree_map(jnp.asarray, restored)
@@ -302,7 +304,7 @@ def load_params(path: str | Path, template: Params | None = None) -> Params:
     """
     saved = flax.serialization.msgpack_restore(Path(path).read_bytes())
     if template is not None:
-        _refuse_mismatch(path, _mismatches(saved, flax.serialization.to_state_dict(template)))
+        _refuse_mismatch(path, param_mismatches(saved, flax.serialization.to_state_dict(template)))
     return saved
 
 
@@ -314,8 +316,9 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     return {path: tuple(np.shape(leaf)) for path, leaf in flat.items()}
 
 
-def _mismatches(saved: Any, expected: Any) -> list[str]:
-    """Leaves missing from ``saved``, not in ``expected``, or of another shape, one line each."""
+def param_mismatches(saved: Any, expected: Any) -> list[str]:
+    """Leaves missing from ``saved``, not in ``expected``, or of another shape, one line each
+    (also used by `qhd_lib.pretrained` to check shipped parameters)."""
     have, want = _leaf_shapes(saved), _leaf_shapes(expected)
     missing = [f"{p}: not in the file, {want[p]} expected" for p in sorted(want.keys() - have)]
     extra = [f"{p}: {have[p]} in the file, not in the model" for p in sorted(have.keys() - want)]

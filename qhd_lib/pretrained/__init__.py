@@ -17,6 +17,7 @@ from typing import Any
 import flax.serialization
 
 from qhd_lib.errors import ConfigError, DataError
+from qhd_lib.train import param_mismatches
 
 DIRECTORY = Path(__file__).resolve().parent
 
@@ -56,13 +57,14 @@ def load_file(path: str | Path, expected_sha256: str) -> Any:
             "install --force-reinstall) or restore the file with `git checkout -- "
             f"{path.name}` in a clone"
         )
-    found = sha256(path)
+    raw = path.read_bytes()
+    found = hashlib.sha256(raw).hexdigest()
     if found != expected_sha256:
         raise DataError(
             f"pretrained parameters {path} are corrupt (SHA-256 {found[:16]}…, "
             f"expected {expected_sha256[:16]}…): reinstall qhd-book or restore the file"
         )
-    return flax.serialization.msgpack_restore(path.read_bytes())
+    return flax.serialization.msgpack_restore(raw)
 
 
 def entry(dataset: str, model: str) -> Pretrained:
@@ -86,30 +88,9 @@ def load(dataset: str, model: str) -> Any:
 
 def check_shapes(params: Any, expected: Any, what: str) -> None:
     """Raise `DataError` naming every parameter path whose presence or shape differs."""
-    have, want = _shapes(params), _shapes(expected)
-    problems = [f"{p}: missing" for p in sorted(want.keys() - have.keys())]
-    problems += [f"{p}: unexpected" for p in sorted(have.keys() - want.keys())]
-    problems += [
-        f"{p}: {have[p]} in file, {want[p]} expected"
-        for p in sorted(have.keys() & want.keys())
-        if have[p] != want[p]
-    ]
+    problems = param_mismatches(params, expected)
     if problems:
         raise DataError(
-            f"pretrained parameters {what} do not fit the model ({len(problems)} "
-            f"paths; first: {'; '.join(problems[:3])}): reinstall qhd-book"
+            f"pretrained parameters {what} do not fit the model: {'; '.join(problems[:3])} "
+            f"({len(problems)} paths missing, unexpected or of another shape): reinstall qhd-book"
         )
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}/{key}" if prefix else str(key))
-        else:
-            out[prefix] = tuple(getattr(node, "shape", ()))
-
-    walk(tree, "")
-    return out
