@@ -51,13 +51,18 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN/Inf; the last good checkpoint is left untouched."""
 
 
+# Parameter groups that training can keep at their initial values, by leaf name.
+FROZEN_GROUPS: dict[str, tuple[str, ...]] = {"circuits": ("theta", "tail_theta")}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The paper's training protocol (sec. 4.1) with the released config's values as defaults.
 
     ``epochs`` may be fractional (demo runs); the number of optimiser steps is
     ``ceil(epochs · N / batch_size)``. ``stream`` selects an independent data/noise stream with the
-    same seed (the fine-tuning phase of transfer learning uses ``stream=1``).
+    same seed (the fine-tuning phase of transfer learning uses ``stream=1``). ``frozen`` names
+    parameter groups (`FROZEN_GROUPS`) that Adam never moves (a control: frozen circuits).
     """
 
     epochs: float = 20.0
@@ -79,8 +84,15 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     stream: int = 0
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        unknown = set(self.frozen) - set(FROZEN_GROUPS)
+        if unknown:
+            raise ValueError(
+                f"unknown frozen parameter group(s) {sorted(unknown)}; "
+                f"use {', '.join(FROZEN_GROUPS)}"
+            )
         if self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.batch_size < 1:
@@ -152,8 +164,39 @@ def ema_update(ema_params: Params, params: Params, keep: jax.Array) -> Params:
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Adam with the paper's settings (lr 1e-3, β1 0.9, β2 0.99, eps 1e-8)
-    {cite}`kingma2014adam`."""
-    return optax.adam(config.learning_rate, b1=config.beta1, b2=config.beta2, eps=config.eps)
+    {cite}`kingma2014adam`; leaves of the ``frozen`` groups get zero updates and no Adam state."""
+    adam = optax.adam(config.learning_rate, b1=config.beta1, b2=config.beta2, eps=config.eps)
+    if not config.frozen:
+        return adam
+    return optax.multi_transform(
+        {"train": adam, "frozen": optax.set_to_zero()},
+        lambda params: frozen_mask(params, config.frozen, labels=("train", "frozen")),
+    )
+
+
+def frozen_mask(
+    params: Params, frozen: Iterable[str], labels: tuple[Any, Any] = (False, True)
+) -> Params:
+    """A tree like ``params`` with ``labels[1]`` on every leaf of a ``frozen`` group (by leaf
+    name, `FROZEN_GROUPS`) and ``labels[0]`` elsewhere."""
+    names = {name for group in frozen for name in FROZEN_GROUPS[group]}
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: labels[str(getattr(path[-1], "key", path[-1])) in names], params
+    )
+
+
+def trainable_count(params: Params, frozen: Iterable[str]) -> int:
+    """Parameters that training moves: all but those of the ``frozen`` groups."""
+    mask = frozen_mask(params, tuple(frozen))
+    return int(
+        sum(
+            np.prod(np.shape(leaf))
+            for leaf, is_frozen in zip(
+                jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask), strict=True
+            )
+            if not is_frozen
+        )
+    )
 
 
 class TrainState(NamedTuple):
@@ -386,8 +429,13 @@ def _config_dict(config: TrainConfig) -> dict[str, Any]:
 def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume with different settings (only ``epochs`` may change, to extend a run)."""
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    current = _config_dict(config)
-    diff = {k: (saved.get(k), v) for k, v in current.items() if k != "epochs" and saved.get(k) != v}
+    current = json.loads(json.dumps(_config_dict(config)))  # tuples as JSON lists
+    default = json.loads(json.dumps(_config_dict(TrainConfig())))  # fields added since
+    diff = {
+        k: (saved.get(k, default[k]), v)
+        for k, v in current.items()
+        if k != "epochs" and saved.get(k, default[k]) != v
+    }
     if diff:
         raise ValueError(
             f"{run_dir} holds a run with different settings {diff} (saved, now); "

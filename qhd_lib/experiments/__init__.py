@@ -10,7 +10,7 @@ Modules, one job each:
 
 - `config`     the typed config tree (`RunConfig`) and the named model variants
 - `overrides`  `override`, the one way to change a config (command line and chapters alike)
-- `protocols`  the named protocols smoke, demo, paper (``QHD_SCALE`` picks the default),
+- `protocols`  the named protocols smoke, demo, epoch1, paper (``QHD_SCALE`` picks the default),
                `configure`, and `deviations` from the paper's protocol
 - `plans`      the runs each protocol needs, in order (``experiments plan paper``)
 - `records`    run.json: reading it back, older layouts included

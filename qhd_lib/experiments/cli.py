@@ -23,10 +23,11 @@ from qhd_lib.experiments.compare import compare_runs
 from qhd_lib.experiments.config import SAMPLERS, VARIANTS, VERTEX_SCOPES
 from qhd_lib.experiments.plans import PLANS, PlannedRun, plan
 from qhd_lib.experiments.protocols import PROTOCOLS, configure
+from qhd_lib.experiments.publish import publish
 from qhd_lib.experiments.runner import run
 from qhd_lib.experiments.samples import sample_from_run
 from qhd_lib.experiments.scoring import evaluate_samples
-from qhd_lib.models import MODEL_NAMES
+from qhd_lib.models import CONTROL_NAMES, MODEL_NAMES
 
 PROG = "python -m qhd_lib.experiments"
 # `run` flag (argparse dest) -> the config path it sets.
@@ -99,7 +100,7 @@ def _add_run(sub: Any) -> None:
         "run", help="train (or resume), sample with EMA parameters, measure, write run.json"
     )
     r.add_argument("--dataset", required=True, choices=data.DATASETS)
-    r.add_argument("--model", required=True, choices=(*MODEL_NAMES, *VARIANTS))
+    r.add_argument("--model", required=True, choices=(*MODEL_NAMES, *CONTROL_NAMES, *VARIANTS))
     r.add_argument(
         "--out", required=True, type=Path, help="run directory (rerun the command to resume)"
     )
@@ -108,7 +109,8 @@ def _add_run(sub: Any) -> None:
         "--scale",
         dest="protocol",
         choices=tuple(PROTOCOLS),
-        help="smoke (seconds, fewer diffusion steps), demo (minutes), paper; "
+        help="smoke (seconds, fewer diffusion steps), demo (minutes), epoch1 (the epoch-1 "
+        "experiment), paper; "
         "default: $QHD_SCALE, else demo",
     )
     r.add_argument("--epochs", type=_positive_float, help="training epochs (paper: 20)")
@@ -209,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="pool runs over seeds, compare with classical and the paper")
     c.add_argument("runs", nargs="+", type=Path, help="run directories written by `run`")
     c.add_argument("--out", required=True, type=Path, help="comparison JSON")
+
+    u = sub.add_parser(
+        "publish", help="copy a finished run's artefacts (no checkpoints) into results/"
+    )
+    u.add_argument("--run", required=True, type=Path, help="run directory written by `run`")
+    u.add_argument("--to", required=True, type=Path, help="destination, e.g. results/epoch1/x")
+    u.add_argument(
+        "--allow-dirty", action="store_true", help="publish a run made from a dirty tree"
+    )
 
     p = sub.add_parser("plan", help="print a plan's runs and comparisons as commands, in order")
     p.add_argument("name", choices=tuple(PLANS))
@@ -330,6 +341,11 @@ def _compare(args: argparse.Namespace, command: str) -> None:
     )
 
 
+def _publish(args: argparse.Namespace, command: str) -> None:
+    for path in publish(args.run, args.to, allow_dirty=args.allow_dirty):
+        print(path)
+
+
 def _plan(args: argparse.Namespace, command: str) -> None:
     found = plan(args.name, args.dataset)
     for planned in found.runs:
@@ -344,6 +360,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "sample": _sample,
     "evaluate": _evaluate,
     "compare": _compare,
+    "publish": _publish,
     "plan": _plan,
 }
 

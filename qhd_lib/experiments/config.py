@@ -10,8 +10,8 @@ longer than most (~350 lines) so that every setting a run has can be read in one
 Which configuration mechanism does what:
 
 - `RunConfig` (here): everything one run computes with; `Transfer` and the sections inside.
-- `qhd_lib.experiments.protocols.PROTOCOLS`: named RunConfigs (smoke, demo, paper); ``QHD_SCALE``
-  names the default one.
+- `qhd_lib.experiments.protocols.PROTOCOLS`: named RunConfigs (smoke, demo, epoch1, paper);
+  ``QHD_SCALE`` names the default one.
 - `qhd_lib.models.PRESETS` / `ModelConfig`: the architectures that ``model.name`` refers to; the
   tree names one and does not repeat its fields. `VARIANTS` (here) are named models built on one
   architecture with a training mask (e.g. ``fullhqconv-frozen``).
@@ -29,12 +29,12 @@ from typing import Any
 
 from qhd_lib import data, train
 from qhd_lib.errors import ConfigError
-from qhd_lib.models import MODEL_NAMES, model_config
+from qhd_lib.models import CONTROL_NAMES, MODEL_NAMES, model_config
 
 _PAPER_TRAINING = train.TrainConfig()
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
 DEFAULT_DDIM_STEPS = 50
-FREEZABLE: tuple[str, ...] = ("circuits",)
+FREEZABLE: tuple[str, ...] = tuple(train.FROZEN_GROUPS)
 # What counts as the vertex that transfer learning re-initialises.
 VERTEX_SCOPES: dict[str, tuple[str, ...]] = {
     "resblocks": ("mid.resblock_0", "mid.resblock_1"),
@@ -91,14 +91,15 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
-    """The network: an architecture of `qhd_lib.models` or a `VARIANTS` name, and whether it is
-    the released code's variant of that architecture."""
+    """The network: an architecture of `qhd_lib.models` (a paper column or a control such as
+    ``fullhqconv-classical``) or a `VARIANTS` name, and whether it is the released code's variant
+    of that architecture."""
 
     name: str = "classical"
     released_code: bool = False
 
     def __post_init__(self) -> None:
-        names = (*MODEL_NAMES, *VARIANTS)
+        names = (*MODEL_NAMES, *CONTROL_NAMES, *VARIANTS)
         require(self.name in names, f"unknown model {self.name!r}; use one of {', '.join(names)}")
         try:  # the architecture's own checks, e.g. released code exists for HQConv only
             model_config(self.architecture, released_code=self.released_code)
@@ -345,6 +346,7 @@ class RunConfig:
             checkpoint_every=t.checkpoint_every,
             log_every=t.log_every,
             stream=stream,
+            frozen=t.frozen,
         )
 
     def to_dict(self) -> dict[str, Any]:

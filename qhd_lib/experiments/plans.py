@@ -159,7 +159,60 @@ def _reduced_plan() -> Plan:
     )
 
 
-PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _reduced_plan())}
+EPOCH1_SEEDS = (42, 43, 44)  # fixed before the first run; no seeds are added after looking
+PRETRAINED_EPOCHS = 10  # the seed-42 runs that make the book's pretrained models
+EPOCH1_MODELS: dict[str, tuple[str, ...]] = {
+    "mnist": ("classical", "fullhqconv", "fullhqconv-frozen", "fullhqconv-classical", "7hqconv"),
+    "fashion_mnist": ("classical", "quanvunet"),
+}
+PRETRAINED_MODELS = ("classical", "fullhqconv")  # MNIST, trained PRETRAINED_EPOCHS epochs
+
+
+def epoch1_dir(dataset: str, model: str, seed: int) -> str:
+    """Where the epoch-1 run of ``model`` on ``dataset`` with ``seed`` lives."""
+    return f"results/epoch1/{dataset}_{model}_seed{seed}"
+
+
+def _epoch1_run(dataset: str, model: str, seed: int) -> PlannedRun:
+    changes: dict[str, Any] = {"data.dataset": dataset, "model.name": model, "seed": seed}
+    what = f"{model}, seed {seed}, epoch 1"
+    if dataset == "mnist" and model in PRETRAINED_MODELS and seed == EPOCH1_SEEDS[0]:
+        changes.update(
+            {
+                "train.epochs": PRETRAINED_EPOCHS,
+                "evaluation.epochs": (1, PRETRAINED_EPOCHS),
+            }
+        )
+        what += f" and {PRETRAINED_EPOCHS} (the book's pretrained model)"
+    return PlannedRun(epoch1_dir(dataset, model, seed), what, "epoch1", changes)
+
+
+def _epoch1_plan() -> Plan:
+    """The epoch-1 experiment in the order the runs are made: the two pretrained models (seed 42,
+    10 epochs, evaluated at 1 and 10), MNIST classical and FullHQConv seeds 43–44, the controls,
+    7HQConv, then Fashion-MNIST classical and QuanvU-Net."""
+    mnist = [(m, s) for m in PRETRAINED_MODELS for s in EPOCH1_SEEDS[:1]]
+    mnist += [(m, s) for s in EPOCH1_SEEDS[1:] for m in PRETRAINED_MODELS]
+    mnist += [
+        (m, s)
+        for m in ("fullhqconv-frozen", "fullhqconv-classical", "7hqconv")
+        for s in EPOCH1_SEEDS
+    ]
+    runs = [_epoch1_run("mnist", m, s) for m, s in mnist]
+    runs += [
+        _epoch1_run("fashion_mnist", m, s)
+        for s in EPOCH1_SEEDS
+        for m in EPOCH1_MODELS["fashion_mnist"]
+    ]
+    return Plan(
+        "epoch1",
+        "the epoch-1 experiment on a 2-core CPU (chapter 8)",
+        tuple(runs),
+        (),
+    )
+
+
+PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _reduced_plan(), _epoch1_plan())}
 
 
 def plan(name: str, dataset: str | None = None) -> Plan:

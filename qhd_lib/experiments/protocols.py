@@ -1,4 +1,4 @@
-"""The named protocols (smoke, demo, paper) as data, the default one, and how a run deviates.
+"""The named protocols (smoke, demo, epoch1, paper) as data, the default one, and deviations.
 
 ``QHD_SCALE`` (see `qhd_lib.scale`) names the protocol a run starts from when none is given, in
 the command line and the chapters alike. Only ``paper`` is the paper's protocol; run.json lists
@@ -42,6 +42,15 @@ PROTOCOLS: dict[str, RunConfig] = {
         train=TrainSection(epochs=1, batch_size=32, checkpoint_every=16, log_every=2),
         sampling=SamplingSection(sampler="ddim", steps=50, batch=64),
         evaluation=EvaluationSection(epochs=(0.5, 1), samples=64, n_real=500),
+    ),
+    # The epoch-1 experiment (chapter 8): the paper's training for one epoch (469 steps), the EMA
+    # parameters measured by 1 000 DDIM-100 samples against the first 1 000 training images.
+    # Fixed before its first run; every run of the experiment uses it unchanged.
+    "epoch1": RunConfig(
+        protocol="epoch1",
+        train=TrainSection(epochs=1, checkpoint_every=100),
+        sampling=SamplingSection(sampler="ddim", steps=100, batch=250, chunk=250),
+        evaluation=EvaluationSection(epochs=(1,), samples=1_000, n_real=1_000, real_split="train"),
     ),
     # Sec. 4.1: all 60 000 images, 20 epochs at batch 128, 7 000 DDPM-1000 samples at 1, 10, 20.
     "paper": RunConfig(protocol="paper"),

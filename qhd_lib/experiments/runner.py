@@ -44,11 +44,6 @@ def training_images(config: RunConfig) -> np.ndarray:
 
 def _refuse_unimplemented(config: RunConfig) -> None:
     """Settings the tree holds for coming work but this runner cannot honour yet."""
-    if config.train.frozen:
-        raise ConfigError(
-            f"train.frozen={list(config.train.frozen)} (model {config.model.name}) "
-            "is not implemented by the runner yet; train an unmasked model"
-        )
     if config.deadline_s is not None:
         raise ConfigError(
             "deadline_s is not implemented by the runner yet; leave it unset and "
@@ -95,6 +90,7 @@ def run(
     record["train_images_used"] = len(images)
     record["train"] = _train_phases(config, out, images, progress)
     record["params"] = record["train"].pop("params")
+    record["trainable_params"] = record["train"].pop("trainable_params")
     record["status"] = "evaluating"
     io.write_json(out / RUN_FILE, record)
 
@@ -170,6 +166,8 @@ def _train_phases(
             "steps_timed": len(result.step_times_s),
             "snapshots": {f"{e:g}": s for e, s in snapshots.items()},
             "params": models.count_params(result.state.params),
+            "trainable_params": train.trainable_count(result.state.params, config.train.frozen),
+            "frozen": list(config.train.frozen),
         }
     )
     return info

@@ -6,6 +6,7 @@ int32 and return the noise estimate ε̂ with x's shape. ``released_code=True`` 
 blocks as the paper's released code wires them (`qhd_lib.models.released`).
 """
 
+from qhd_lib.models.controls import GroupedVertexBlock, GroupedVertexLayer
 from qhd_lib.models.layers import (
     Attention,
     AttnBlock,
@@ -39,6 +40,8 @@ from qhd_lib.models.released import (
     ReleasedQuanResNetBlock,
 )
 from qhd_lib.models.unet import (
+    CONTROL_NAMES,
+    CONTROLS,
     MODEL_NAMES,
     PAPER_PARAM_COUNTS,
     PRESETS,
@@ -57,6 +60,8 @@ from qhd_lib.models.unet import (
 )
 
 __all__ = [
+    "CONTROLS",
+    "CONTROL_NAMES",
     "MODEL_NAMES",
     "PAPER_PARAM_COUNTS",
     "PRESETS",
@@ -64,6 +69,8 @@ __all__ = [
     "AttnBlock",
     "Downsample",
     "FullQResNetBlock",
+    "GroupedVertexBlock",
+    "GroupedVertexLayer",
     "LinearAttention",
     "ModelConfig",
     "Projection",

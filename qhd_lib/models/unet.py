@@ -20,6 +20,7 @@ import numpy as np
 from qhd_lib import paper
 from qhd_lib.circuits import ANSATZ_NAMES
 from qhd_lib.errors import ConfigError
+from qhd_lib.models.controls import GroupedVertexBlock
 from qhd_lib.models.layers import AttnBlock, Downsample, ResnetBlock, TimeEmbedding, Upsample
 from qhd_lib.models.quantum import (
     EXECUTORS,
@@ -31,7 +32,7 @@ from qhd_lib.models.quantum import (
 )
 from qhd_lib.models.released import RELEASED_BLOCKS
 
-VERTEX_KINDS = ("classical", "partial", "full")
+VERTEX_KINDS = ("classical", "partial", "full", "grouped")
 PAPER_ANSATZE = ("hqconv", "fqconv")
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST; the downsample kernels are chosen for it (28→14→7→2)
 
@@ -51,8 +52,10 @@ def downsample_size(size: int, kernel: int) -> int:
 class ModelConfig:
     """Which blocks the U-Net uses where, plus its classical sizes (images are always 28×28).
 
-    - ``vertex``: "classical", "partial" (``q`` circuits per layer + a conv, 1/7HQConv) or
-      "full" (circuits only, FullHQConv) for both vertex ResNet blocks.
+    - ``vertex``: "classical", "partial" (``q`` circuits per layer + a conv, 1/7HQConv),
+      "full" (circuits only, FullHQConv) for both vertex ResNet blocks, or "grouped" (the Full
+      vertex with every circuit replaced by a classical layer of the same size, a control:
+      `qhd_lib.models.controls`).
     - ``quanv_level``: encoder level (0-based, as in the parameter names) whose two ResNet blocks
       become QuanResNet blocks; the paper's QuanvU-Net uses level 1 (14×14).
     - ``ansatz``/``layers``: the 12-qubit circuit (HQConv or FQConv, 3 layers in the paper).
@@ -104,6 +107,8 @@ class ModelConfig:
                 f"unknown ansatz {self.ansatz!r}; use one of {', '.join(PAPER_ANSATZE)} "
                 "(released_code=True selects the released HQConv)"
             )
+        if self.released_code and self.vertex == "grouped":
+            raise ConfigError("the grouped (classical) vertex has no released-code variant")
         if self.released_code and self.ansatz != "hqconv":
             raise ConfigError(
                 "released_code=True reproduces the released HQConv circuits only; "
@@ -171,6 +176,8 @@ class ModelConfig:
             return blocks["partial"](q=self.q, **quantum, **common)
         if position.startswith("mid.") and self.vertex == "full":
             return blocks["full"](**quantum, **common)
+        if position.startswith("mid.") and self.vertex == "grouped":
+            return GroupedVertexBlock(**common)
         if self.quanv_level is not None and position.startswith(f"down_{self.quanv_level}."):
             return blocks["quanv"](patch_stride=self.patch_stride, **quantum, **common)
         return ResnetBlock(**common)
@@ -259,6 +266,11 @@ PRESETS: dict[str, ModelConfig] = {
     "quanvunet": _preset("quanvunet", vertex="partial", q=1, quanv_level=1),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(PRESETS)
+# Controls: not columns of the paper, built to test what its columns' results come from.
+CONTROLS: dict[str, ModelConfig] = {
+    "fullhqconv-classical": _preset("fullhqconv-classical", vertex="grouped"),
+}
+CONTROL_NAMES: tuple[str, ...] = tuple(CONTROLS)
 
 # Parameter counts printed in the paper (Tables 1 and 2); QuanvU-Net's is discussed in chapter 6.
 PAPER_PARAM_COUNTS: dict[str, int] = {
@@ -268,16 +280,18 @@ PAPER_PARAM_COUNTS: dict[str, int] = {
 
 def model_config(name: str, *, released_code: bool = False, **overrides: Any) -> ModelConfig:
     """The named paper configuration, optionally with the released code's behaviour or changes
-    (e.g. ``model_config("1hqconv", layers=2)``, ``model_config("quanvunet", patch_stride=1)``)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    (e.g. ``model_config("1hqconv", layers=2)``, ``model_config("quanvunet", patch_stride=1)``);
+    ``name`` may also be a control (`CONTROLS`)."""
+    known = {**PRESETS, **CONTROLS}
+    if name not in known:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(known)}")
     fields = [f.name for f in dataclasses.fields(ModelConfig)]
     unknown = set(overrides) - set(fields)
     if unknown:
         raise ConfigError(
             f"unknown ModelConfig field(s) {sorted(unknown)}; choose from {', '.join(fields)}"
         )
-    return dataclasses.replace(PRESETS[name], released_code=released_code, **overrides)
+    return dataclasses.replace(known[name], released_code=released_code, **overrides)
 
 
 def make_model(name: str, *, released_code: bool = False, **overrides: Any) -> UNet:
@@ -355,6 +369,8 @@ def activation_shapes(model: UNet, batch: int = 1) -> dict[str, tuple[int, ...]]
 
 __all__ = [
     "ANSATZ_NAMES",
+    "CONTROLS",
+    "CONTROL_NAMES",
     "MODEL_NAMES",
     "PAPER_PARAM_COUNTS",
     "PRESETS",
