@@ -9,6 +9,7 @@ are stored as ``uint8`` (what FID/KID measure and what a PNG holds), converted o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -64,6 +65,21 @@ def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True) -> Path:
     """
     text = json.dumps(obj, indent=1, sort_keys=sort_keys, default=_json_default) + "\n"
     return write_bytes(path, text.encode())
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (weights and parameter files are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def as_json(obj: Any) -> Any:
+    """``obj`` as it reads back from a file :func:`write_json` wrote (tuples become lists, numpy
+    values numbers), so a value can be compared with a saved one."""
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def read_json(path: str | Path) -> Any:

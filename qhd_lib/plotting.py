@@ -209,6 +209,72 @@ def speed_bars(cases: list[dict], ax: plt.Axes | None = None) -> plt.Axes:
     return ax
 
 
+def paired_seeds(
+    runs: dict[str, dict[str, dict]],
+    models: Sequence[str],
+    titles: dict[str, str],
+    metric: str = "fid",
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """One line per seed across ``models`` (``runs[model][seed][metric]``, as the epoch-1
+    comparison stores them): models of one seed share data order, initialisation outside the
+    changed blocks and sampling noise, so the slope of a line is that seed's paired difference.
+    A model with no run of a seed leaves a gap in that seed's line."""
+    ax = ax if ax is not None else plt.subplots(figsize=(7.5, 3.4))[1]
+    seeds = sorted({s for m in models for s in runs.get(m, {})}, key=int)
+    markers = "osD^v"
+    for k, seed in enumerate(seeds):
+        y = [runs.get(m, {}).get(seed, {}).get(metric, np.nan) for m in models]
+        ax.plot(range(len(models)), y, marker=markers[k % len(markers)], label=f"seed {seed}")
+    ax.set_xticks(range(len(models)), [titles[m].replace(", ", ",\n") for m in models], fontsize=8)
+    ax.set_xlim(-0.4, len(models) - 0.6)
+    ax.set_ylabel(metric.upper())
+    if seeds:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center")
+    return ax
+
+
+def paired_intervals(
+    comparisons: list[dict], metric: str = "fid", ax: plt.Axes | None = None
+) -> plt.Axes:
+    """Each comparison's per-seed differences (dots), their mean and 95 % interval (bar), and the
+    paper's single-run difference (a green diamond) where it printed one; 0 marked."""
+    ax = ax if ax is not None else plt.subplots(figsize=(7.5, 3.0))[1]
+    label = "paper (one run)"  # on the first diamond only
+    for row, c in enumerate(comparisons):
+        test = c[metric]
+        ax.scatter(
+            test["differences"],
+            [row] * len(test["differences"]),
+            color=PALETTE["quantum"],
+            zorder=3,
+        )
+        if test.get("interval"):
+            lo, hi = test["interval"]
+            ax.plot([lo, hi], [row, row], color=PALETTE["quantum"], lw=2, alpha=0.5)
+            ax.plot([test["mean_difference"]] * 2, [row - 0.2, row + 0.2], color=PALETTE["quantum"])
+        published = (c.get("paper") or {}).get(metric)
+        if published is not None:
+            ax.scatter(
+                [published],
+                [row],
+                marker="D",
+                color=PALETTE["paper"],
+                zorder=4,
+                label=label,
+            )
+            label = None
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(comparisons)), [f"({c['id']})" for c in comparisons])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric.upper()} difference (model − baseline), per seed and 95 % interval")
+    if label is None:
+        ax.legend(fontsize=8, loc="best")
+    return ax
+
+
 def unet_shapes(shapes: dict[str, tuple[int, ...]], title: str | None = None) -> plt.Figure:
     """Draw a U-Net's activation shapes in call order: height = resolution, label = H×W×C.
 

@@ -2,10 +2,11 @@
 
 A generator that drew fresh images from the true distribution would score about this, so it is the
 floor under every FID in the book. Also records how long Inception features take on this machine.
-Writes ``results/metrics_real_vs_real.json``; the training-set features it computes are cached and
-reused by ``qhd_lib.metrics.evaluate`` (same dataset, ``n`` and resize mode).
+Writes ``results/real_vs_real/<dataset>_n<n>.json`` (the epoch-1 experiment reads it as its floor);
+the training-set features it computes are cached and reused by ``qhd_lib.metrics.evaluate`` (same
+dataset, ``n`` and resize mode).
 
-    python scripts/real_vs_real.py --dataset mnist --n 7000
+    python scripts/real_vs_real.py --dataset mnist --n 1000
 """
 
 from __future__ import annotations
@@ -46,9 +47,13 @@ def main() -> None:
     parser.add_argument("--resize", default=metrics.DEFAULT_RESIZE, choices=metrics.RESIZE_MODES)
     parser.add_argument("--seed", type=int, default=0, help="seed of KID's subsets")
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "metrics_real_vs_real.json")
+    parser.add_argument(
+        "--out", type=Path, help="default: results/real_vs_real/<dataset>_n<n>.json"
+    )
     provenance.add_arguments(parser)
     args = parser.parse_args()
+    if args.out is None:
+        args.out = ROOT / "results" / "real_vs_real" / f"{args.dataset}_n{args.n}.json"
     try:
         started_at = provenance.apply_arguments(args, args.out)
     except ProvenanceError as error:  # refused before any work

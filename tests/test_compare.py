@@ -107,7 +107,7 @@ def test_a_single_seed_gives_no_verdict(tmp_path) -> None:
     assert verdict["se"] is None and "no verdict" in verdict["verdict"]
 
 
-def test_reduced_runs_show_the_paper_value_but_no_difference(tmp_path) -> None:
+def test_runs_off_the_paper_protocol_show_the_paper_value_but_no_difference(tmp_path) -> None:
     runs = [write_run(tmp_path, "classical", 1, {20.0: 60.0})]
     row = group(ex.compare_runs(runs), "classical")["epochs"]["20"]
     assert row["paper"] == paper.TABLES["mnist"]["classical"]
@@ -166,7 +166,7 @@ def test_compare_command_writes_the_json_with_its_command(tmp_path) -> None:
 def test_protocol_scripts_are_valid_bash() -> None:
     import subprocess
 
-    for script in ("reduced_protocol.sh", "paper_protocol.sh"):
+    for script in ("epoch1_runs.sh", "paper_protocol.sh"):
         subprocess.run(
             ["bash", "-n", str(Path(__file__).resolve().parents[1] / "scripts" / script)],
             check=True,
@@ -218,29 +218,14 @@ def test_plan_command_prints_runs_the_runner_accepts(capsys) -> None:
 
     from qhd_lib.experiments import cli
 
-    assert ex.main(["plan", "reduced"]) == 0
+    assert ex.main(["plan", "epoch1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 8 and lines[-1].startswith("compare results/reduced/")
-    for line, planned in zip(lines, ex.plan("reduced").runs):
+    runs = ex.plan("epoch1").runs
+    assert len(lines) == len(runs) + 2 and lines[-1].startswith("epoch1 --dataset fashion_mnist")
+    for line, planned in zip(lines, runs):
         args = cli.build_parser().parse_args(shlex.split(line))
         config = ex.configure(args.protocol, cli.changes_from_args(args))
         assert config == planned.config() and str(args.out) == planned.out
-        assert len(ex.deviations(config)) == 6 + config.model.released_code
-
-
-def test_reduced_results_written_before_the_config_tree_still_compare() -> None:
-    from qhd_lib.notebook import results_path
-
-    committed = results_path("reduced/comparison.json")
-    if not committed.exists():
-        pytest.skip("results/reduced is not committed (any more)")
-    expected = json.loads(committed.read_text())["groups"]
-    dirs = [results_path(r.out.removeprefix("results/")) for r in ex.plan("reduced").runs]
-    groups = ex.compare_runs(dirs)["groups"]
-    assert [(g["column"], g["released_code"], g["seeds"]) for g in groups] == [
-        (g["column"], g["released_code"], g["seeds"]) for g in expected
-    ]
-    for ours, theirs in zip(groups, expected):
-        assert ours["epochs"]["2"]["fid"]["mean"] == pytest.approx(
-            theirs["epochs"]["2"]["fid"]["mean"]
-        )
+        assert len(ex.deviations(config)) == 4  # epochs, samples, real images, DDIM-100
+    for line in lines[len(runs) :]:
+        assert cli.build_parser().parse_args(shlex.split(line)).command == "epoch1"

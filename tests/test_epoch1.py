@@ -213,3 +213,128 @@ def test_the_epoch1_training_path_gives_the_pinned_losses(tmp_path, monkeypatch,
     np.testing.assert_allclose([r["loss"] for r in log], PINNED_LOSSES[model], rtol=1e-5)
     assert info["steps"] == 3
     assert info["trainable_params"] == {"classical": 483_321, "fullhqconv-frozen": 425_561}[model]
+
+
+def fake_run(root, dataset, model, seed, fid, kid, **changes) -> None:
+    """A finished run's record as the runner writes it (only what the analysis reads)."""
+    from qhd_lib import io
+
+    config = ex.configure("epoch1", {"data.dataset": dataset, "model.name": model, "seed": seed})
+    config = ex.override(config, changes)
+    epochs = config.evaluation.epochs
+    record = {
+        "config": config.to_dict(),
+        "status": "complete",
+        "seed": seed,
+        "params": 100,
+        "trainable_params": 90,
+        "train": {"wall_s": 1.0},
+        "provenance": {"git_commit": "b2f5697", "dirty": False},
+        "evaluations": [
+            {
+                "epoch": e,
+                "grid_png": f"samples_epoch{e:g}.png",
+                "metrics": {"fid": fid + (e - 1), "kid_mean": kid},
+            }
+            for e in epochs
+        ],
+    }
+    io.write_json(root / plans.epoch1_dir(dataset, model, seed) / "run.json", record)
+
+
+def test_analysis_pairs_by_seed_and_lists_missing_runs(tmp_path) -> None:
+    from qhd_lib.experiments import epoch1
+
+    fids = {"classical": (300.0, 310.0, 305.0), "fullhqconv": (290.0, 301.0, 294.0)}
+    for model, values in fids.items():
+        for seed, fid in zip(plans.EPOCH1_SEEDS, values, strict=True):
+            extra = {}
+            if seed == 42:  # the pretrained runs: 10 epochs, evaluated at 1 and 10
+                extra = {"train.epochs": 10, "evaluation.epochs": (1, 10)}
+            fake_run(tmp_path, "mnist", model, seed, fid, fid / 1000, **extra)
+    result = epoch1.analyse("mnist", tmp_path)
+    a = next(c for c in result["comparisons"] if c["id"] == "a")
+    assert a["fid"]["differences"] == [-10.0, -9.0, -11.0]
+    assert a["fid"]["verdict"] == "supported" and a["fid"]["interval"][1] < 0
+    assert a["paper"]["fid"] == pytest.approx(299.7292 - 311.0582)
+    c = next(c for c in result["comparisons"] if c["id"] == "c")
+    assert c["fid"]["n"] == 0 and c["fid"]["verdict"] == "not resolved at n = 0"
+    assert len(result["missing"]) == 9  # frozen, classical vertex, 7HQConv × 3 seeds
+    assert result["runs"]["classical"]["42"]["fid"] == 300.0  # epoch 1, not epoch 10
+    assert result["floor"] is None
+
+
+def test_a_control_is_supported_when_it_is_worse(tmp_path) -> None:
+    from qhd_lib.experiments import epoch1
+
+    for seed, (trained, frozen) in zip(
+        plans.EPOCH1_SEEDS, ((290, 300), (295, 306), (292, 301)), strict=True
+    ):
+        fake_run(tmp_path, "mnist", "fullhqconv", seed, trained, 0.3)
+        fake_run(tmp_path, "mnist", "fullhqconv-frozen", seed, frozen, 0.3)
+    c = next(c for c in epoch1.analyse("mnist", tmp_path)["comparisons"] if c["id"] == "c")
+    assert c["fid"]["verdict"] == "supported" and c["fid"]["interval"][0] > 0
+
+
+def test_analysis_refuses_a_run_of_another_protocol(tmp_path) -> None:
+    from qhd_lib.experiments import epoch1
+
+    fake_run(tmp_path, "mnist", "classical", 43, 300.0, 0.3, **{"evaluation.samples": 500})
+    with pytest.raises(RunStateError, match="not made with the epoch-1 protocol"):
+        epoch1.analyse("mnist", tmp_path)
+
+
+def test_pre_registered_comparisons_are_the_agreed_ones() -> None:
+    from qhd_lib.experiments import epoch1
+
+    got = [
+        (c.id, c.dataset, c.model, c.baseline, c.role, c.expected) for c in epoch1.PRE_REGISTERED
+    ]
+    assert got == [
+        ("a", "mnist", "fullhqconv", "classical", "primary", -1),
+        ("b", "fashion_mnist", "quanvunet", "classical", "primary", -1),
+        ("c", "mnist", "fullhqconv-frozen", "fullhqconv", "control", 1),
+        ("d", "mnist", "fullhqconv-classical", "fullhqconv", "control", 1),
+        ("e", "mnist", "7hqconv", "classical", "exploratory", -1),
+    ]
+    assert plans.EPOCH1_SEEDS == (42, 43, 44)
+
+
+@pytest.mark.parametrize("present", ["none", "some", "all"])
+def test_chapter_views_read_none_some_or_all_runs(tmp_path, present) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qhd_lib import plotting
+    from qhd_lib.experiments import epoch1
+
+    wanted = {"none": 0, "some": 1, "all": 3}[present]
+    for model in plans.EPOCH1_MODELS["mnist"]:
+        for k, seed in enumerate(plans.EPOCH1_SEEDS[:wanted]):
+            fake_run(tmp_path, "mnist", model, seed, 300.0 - k - len(model), 0.3 + k / 100)
+    result, note = epoch1.current("mnist", tmp_path)
+    assert "does not exist yet" in note
+    rows = epoch1.claim_rows(result)
+    assert len(rows) == 2 + 4  # header, rule, (a) (c) (d) (e)
+    expected = {"none": "no pairs yet", "some": "no interval", "all": "["}[present]
+    assert all(expected in row for row in rows[2:])
+    assert len(result["missing"]) == 15 - 5 * wanted
+    plotting.paired_seeds(result["runs"], plans.EPOCH1_MODELS["mnist"], epoch1.MODEL_TITLES)
+    plotting.paired_intervals(result["comparisons"])
+
+
+def test_a_comparison_file_is_used_while_it_matches_the_runs(tmp_path) -> None:
+    from qhd_lib import io
+    from qhd_lib.experiments import epoch1
+
+    for seed in plans.EPOCH1_SEEDS:
+        fake_run(tmp_path, "mnist", "classical", seed, 300.0 + seed, 0.3)
+    saved = {
+        **epoch1.analyse("mnist", tmp_path),
+        "provenance": {"git_commit": "a" * 40, "date": "d"},
+    }
+    io.write_json(tmp_path / epoch1.comparison_file("mnist"), saved)
+    assert "commit `aaaaaaaaaaaa`" in epoch1.current("mnist", tmp_path)[1]
+    fake_run(tmp_path, "mnist", "fullhqconv", 42, 290.0, 0.3)
+    result, note = epoch1.current("mnist", tmp_path)
+    assert "older than the runs" in note and "fullhqconv" in result["runs"]

@@ -341,7 +341,6 @@ def test_save_grid_leaves_the_plotting_backend_alone(tmp_path, monkeypatch) -> N
 
 OLD_RECORDS = {  # run directories written before the config tree -> the config they were run with
     "demo/mnist_classical": ("demo", {"data.dataset": "mnist", "model.name": "classical"}),
-    "reduced/mnist_7hqconv_seed42": ("demo", {**ex.plans.REDUCED_CHANGES, "model.name": "7hqconv"}),
 }
 
 

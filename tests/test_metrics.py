@@ -18,7 +18,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from qhd_lib import data
+from qhd_lib import data, io
 from qhd_lib import metrics as M
 
 N_REAL = 20
@@ -221,7 +221,7 @@ def test_inception_logits_use_the_classifier_weight_without_bias(
     path = tmp_path / M.IS_FILE
     torch.save({"fc.weight": weight, "fc.bias": torch.ones(1008)}, path)
     monkeypatch.setenv("QHD_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setattr(M, "IS_SHA256_PREFIX", M._sha256(path)[:8])
+    monkeypatch.setattr(M, "IS_SHA256_PREFIX", io.sha256(path)[:8])
     logits = M.inception_logits(real)
     np.testing.assert_allclose(logits, real @ weight.numpy().T, rtol=1e-5, atol=1e-4)
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from qhd_lib import pretrained
+from qhd_lib import io, pretrained
 from qhd_lib.errors import ConfigError, DataError
 from qhd_lib.models import make_model, param_shapes
 
@@ -29,7 +29,7 @@ def shipped(tmp_path, monkeypatch):
         "classical",
         10,
         path.name,
-        pretrained.sha256(path),
+        io.sha256(path),
         "results/epoch1/mnist_classical_seed42",
     )
     monkeypatch.setattr(pretrained, "DIRECTORY", tmp_path)
@@ -65,7 +65,7 @@ def test_corrupt_file_is_refused(shipped) -> None:
 def test_parameters_of_another_model_are_refused_with_their_paths(tmp_path, monkeypatch) -> None:
     path = tmp_path / "wrong.msgpack"
     path.write_bytes(flax.serialization.msgpack_serialize(zeros_like_model("fullhqconv")))
-    item = pretrained.Pretrained("mnist", "classical", 10, path.name, pretrained.sha256(path), "")
+    item = pretrained.Pretrained("mnist", "classical", 10, path.name, io.sha256(path), "")
     monkeypatch.setattr(pretrained, "DIRECTORY", tmp_path)
     monkeypatch.setattr(pretrained, "PRETRAINED", {("mnist", "classical"): item})
     with pytest.raises(DataError, match=r"mid\.resblock_0/.*(missing|unexpected)"):
@@ -74,4 +74,4 @@ def test_parameters_of_another_model_are_refused_with_their_paths(tmp_path, monk
 
 def test_every_registered_file_is_shipped_and_matches_its_checksum() -> None:
     for item in pretrained.PRETRAINED.values():
-        assert pretrained.sha256(pretrained.DIRECTORY / item.file) == item.sha256, item.file
+        assert io.sha256(pretrained.DIRECTORY / item.file) == item.sha256, item.file

@@ -17,7 +17,6 @@ from qhd_lib.errors import ProvenanceError
 
 ROOT = provenance.ROOT
 HAS_GIT = (ROOT / ".git").exists()
-EXEMPT = "results/reduced/"  # removed by the epoch-1 issue
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -150,7 +149,8 @@ def test_without_git_or_a_given_commit_writes_into_results_are_refused(no_git: P
         provenance.check_clean_for(no_git / "results" / "bench.json")
 
 
-def test_the_commit_flag_sets_qhd_commit_for_the_run(no_git: Path) -> None:
+def test_the_commit_flag_sets_qhd_commit_for_the_run(no_git: Path, monkeypatch) -> None:
+    monkeypatch.setenv(provenance.COMMIT_ENV, "")  # recorded, so unset again after the test
     parser = argparse.ArgumentParser()
     provenance.add_arguments(parser)
     args = parser.parse_args(["--commit", "0123abc"])
@@ -207,14 +207,14 @@ def module_paths(command: str) -> list[str]:
 
 
 def committed_results() -> list[str]:
-    """JSON files under results/ that git tracks and that carry provenance (reduced/ exempt)."""
+    """JSON files under results/ that git tracks and that carry provenance."""
     if not HAS_GIT:
         return []
     listed = git(ROOT, "ls-files", "--", "results").split()
     found = []
     for name in listed:
         path = ROOT / name
-        if name.startswith(EXEMPT) or not name.endswith(".json") or not path.is_file():
+        if not name.endswith(".json") or not path.is_file():
             continue
         if provenance_of(json.loads(path.read_text())) is not None:
             found.append(name)

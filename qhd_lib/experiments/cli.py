@@ -21,6 +21,7 @@ from qhd_lib import data, io, provenance, train
 from qhd_lib.errors import QHDError, exit_code
 from qhd_lib.experiments.compare import compare_runs
 from qhd_lib.experiments.config import SAMPLERS, VARIANTS, VERTEX_SCOPES
+from qhd_lib.experiments.epoch1 import analyse
 from qhd_lib.experiments.plans import PLANS, PlannedRun, plan
 from qhd_lib.experiments.protocols import PROTOCOLS, configure
 from qhd_lib.experiments.publish import publish
@@ -221,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-dirty", action="store_true", help="publish a run made from a dirty tree"
     )
 
+    a = sub.add_parser(
+        "epoch1", help="the epoch-1 experiment's pre-registered paired comparisons of one dataset"
+    )
+    a.add_argument("--dataset", required=True, choices=data.DATASETS)
+    a.add_argument("--out", required=True, type=Path, help="comparison JSON")
+    a.add_argument("--allow-dirty", action="store_true", help="write from a dirty tree (recorded)")
+
     p = sub.add_parser("plan", help="print a plan's runs and comparisons as commands, in order")
     p.add_argument("name", choices=tuple(PLANS))
     p.add_argument("--dataset", choices=data.DATASETS, help="only this dataset's runs")
@@ -346,6 +354,17 @@ def _publish(args: argparse.Namespace, command: str) -> None:
         print(path)
 
 
+def _epoch1(args: argparse.Namespace, command: str) -> None:
+    provenance.check_clean_for(args.out, args.allow_dirty)
+    result = analyse(args.dataset)
+    result["provenance"] = provenance.record(command, allow_dirty=args.allow_dirty)
+    io.write_json(args.out, result)
+    for c in result["comparisons"]:
+        fid = c["fid"]
+        print(f"({c['id']}) {c['model']} − {c['baseline']}: n = {fid['n']}, {fid['verdict']}")
+    print(f"missing runs: {len(result['missing'])}")
+
+
 def _plan(args: argparse.Namespace, command: str) -> None:
     found = plan(args.name, args.dataset)
     for planned in found.runs:
@@ -353,6 +372,8 @@ def _plan(args: argparse.Namespace, command: str) -> None:
         print(shlex.join(run_argv(planned)))
     for comparison in found.comparisons:
         print(shlex.join(["compare", *comparison.runs, "--out", comparison.out]))
+    for argv in found.analyses:
+        print(shlex.join(argv))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
@@ -361,6 +382,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "evaluate": _evaluate,
     "compare": _compare,
     "publish": _publish,
+    "epoch1": _epoch1,
     "plan": _plan,
 }
 
@@ -369,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m qhd_lib.experiments``; returns the exit code."""
     args = build_parser().parse_args(argv)
     command = f"{PROG} " + shlex.join(list(sys.argv[1:] if argv is None else argv))
-    if getattr(args, "commit", None):
+    before = os.environ.get(provenance.COMMIT_ENV)
+    if getattr(args, "commit", None):  # for this command only, not for the calling process
         os.environ[provenance.COMMIT_ENV] = args.commit
     try:
         COMMANDS[args.command](args, command)
@@ -379,4 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except train.TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        if before is None:
+            os.environ.pop(provenance.COMMIT_ENV, None)
+        else:
+            os.environ[provenance.COMMIT_ENV] = before
     return 0

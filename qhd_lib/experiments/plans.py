@@ -50,6 +50,7 @@ class Plan:
     what: str
     runs: tuple[PlannedRun, ...]
     comparisons: tuple[Comparison, ...]
+    analyses: tuple[tuple[str, ...], ...] = ()  # further commands (argv) once the runs exist
 
 
 PAPER_BEST = {"mnist": "7hqconv", "fashion_mnist": "quanvunet"}  # the paper's best hybrid
@@ -117,48 +118,6 @@ def _paper_plan() -> Plan:
     )
 
 
-REDUCED_CHANGES: dict[str, Any] = {
-    "data.dataset": "mnist",
-    "data.train_images": 2_400,
-    "train.epochs": 2,
-    "train.batch_size": 32,
-    "evaluation.epochs": (1, 2),
-    "evaluation.samples": 200,
-    "evaluation.n_real": 500,
-    "sampling.sampler": "ddim",
-    "sampling.steps": 50,
-    "sampling.batch": 200,
-}
-
-
-def _reduced_plan() -> Plan:
-    """Chapter 8's CPU comparison (~80 min on 2 cores), NOT the paper's protocol: classical and
-    7HQConv with seeds 42–44, and the released code's 7HQConv with seed 42."""
-    runs = []
-    for seed in (42, 43, 44):
-        for model in ("classical", "7hqconv"):
-            runs.append(
-                PlannedRun(
-                    f"results/reduced/mnist_{model}_seed{seed}",
-                    f"{paper.COLUMN_TITLES[model]}, seed {seed}",
-                    "demo",
-                    {**REDUCED_CHANGES, "model.name": model, "seed": seed},
-                )
-            )
-    runs.append(
-        PlannedRun(
-            "results/reduced/mnist_7hqconv_released_seed42",
-            "7HQConv QVU-Net, released code, seed 42",
-            "demo",
-            {**REDUCED_CHANGES, "model.name": "7hqconv", "seed": 42, "model.released_code": True},
-        )
-    )
-    comparison = Comparison("results/reduced/comparison.json", tuple(r.out for r in runs))
-    return Plan(
-        "reduced", "chapter 8's reduced protocol on a 2-core CPU", tuple(runs), (comparison,)
-    )
-
-
 EPOCH1_SEEDS = (42, 43, 44)  # fixed before the first run; no seeds are added after looking
 PRETRAINED_EPOCHS = 10  # the seed-42 runs that make the book's pretrained models
 EPOCH1_MODELS: dict[str, tuple[str, ...]] = {
@@ -209,10 +168,14 @@ def _epoch1_plan() -> Plan:
         "the epoch-1 experiment on a 2-core CPU (chapter 8)",
         tuple(runs),
         (),
+        tuple(
+            ("epoch1", "--dataset", d, "--out", f"results/epoch1/{d}_comparison.json")
+            for d in EPOCH1_MODELS
+        ),
     )
 
 
-PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _reduced_plan(), _epoch1_plan())}
+PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _epoch1_plan())}
 
 
 def plan(name: str, dataset: str | None = None) -> Plan:
@@ -227,4 +190,5 @@ def plan(name: str, dataset: str | None = None) -> Plan:
         raise ConfigError(f"plan {name!r} has no runs on {dataset!r}")
     kept = {r.out for r in runs}
     comparisons = tuple(c for c in found.comparisons if set(c.runs) <= kept)
-    return dataclasses.replace(found, runs=runs, comparisons=comparisons)
+    analyses = tuple(a for a in found.analyses if dataset in a)
+    return dataclasses.replace(found, runs=runs, comparisons=comparisons, analyses=analyses)

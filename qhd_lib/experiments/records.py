@@ -4,7 +4,7 @@ A record holds the resolved config tree (``config``), its ``deviations`` from th
 protocol, ``provenance`` (`qhd_lib.provenance.record`), the training summary (``train``) and one
 entry per evaluation epoch (``evaluations``). Records written before the config tree (a flat
 ``config`` and top-level ``command``/``commit``/``device``/``versions``, as in
-``results/reduced/``) are read into this layout by :func:`read_run`; the files are not rewritten.
+``results/demo/``) are read into this layout by :func:`read_run`; the files are not rewritten.
 """
 
 from __future__ import annotations

@@ -69,8 +69,8 @@ def paired(
             "verdict": f"not resolved at n = {n}",
         }
     sd = float(diffs.std(ddof=1))
-    test = stats.ttest_1samp(diffs, 0.0)
-    lo, hi = test.confidence_interval(1 - alpha) if sd > 0 else (diffs.mean(), diffs.mean())
+    test = stats.ttest_1samp(diffs, 0.0) if sd > 0 else None  # identical differences: no spread
+    lo, hi = test.confidence_interval(1 - alpha) if test else (diffs.mean(), diffs.mean())
     better = hi < 0 if lower_is_better else lo > 0
     worse = lo > 0 if lower_is_better else hi < 0
     verdict = "supported" if better else "contradicted" if worse else f"not resolved at n = {n}"
@@ -79,7 +79,7 @@ def paired(
         "sd": sd,
         "interval": [float(lo), float(hi)],
         "confidence": 1 - alpha,
-        "p_value": float(test.pvalue) if sd > 0 else None,
+        "p_value": float(test.pvalue) if test else None,
         "detectable_effect": detectable_effect(sd, n, alpha),
         "verdict": verdict,
     }

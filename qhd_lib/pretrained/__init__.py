@@ -42,11 +42,6 @@ def available() -> list[tuple[str, str]]:
     return sorted(PRETRAINED)
 
 
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_file(path: str | Path, expected_sha256: str) -> Any:
     """The parameter tree in ``path`` (msgpack, as `qhd_lib.train.save_params` writes it), after
     checking its SHA-256."""
