@@ -255,7 +255,7 @@ def paired_intervals(
             lo, hi = test["interval"]
             ax.plot([lo, hi], [row, row], color=PALETTE["quantum"], lw=2, alpha=0.5)
             ax.plot([test["mean_difference"]] * 2, [row - 0.2, row + 0.2], color=PALETTE["quantum"])
-        published = (c.get("paper") or {}).get(metric)
+        published = (c.get("paper_difference") or {}).get(metric)
         if published is not None:
             ax.scatter(
                 [published],

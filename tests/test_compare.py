@@ -221,11 +221,13 @@ def test_plan_command_prints_runs_the_runner_accepts(capsys) -> None:
     assert ex.main(["plan", "epoch1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     runs = ex.plan("epoch1").runs
-    assert len(lines) == len(runs) + 2 and lines[-1].startswith("epoch1 --dataset fashion_mnist")
+    assert len(lines) == len(runs) + 2 and lines[-1].startswith(
+        "paired epoch1 --dataset fashion_mnist"
+    )
     for line, planned in zip(lines, runs):
         args = cli.build_parser().parse_args(shlex.split(line))
         config = ex.configure(args.protocol, cli.changes_from_args(args))
         assert config == planned.config() and str(args.out) == planned.out
         assert len(ex.deviations(config)) == 4  # epochs, samples, real images, DDIM-100
     for line in lines[len(runs) :]:
-        assert cli.build_parser().parse_args(shlex.split(line)).command == "epoch1"
+        assert cli.build_parser().parse_args(shlex.split(line)).command == "paired"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from qhd_lib import experiments as ex
-from qhd_lib import models
+from qhd_lib import io, models
 from qhd_lib import train as tr
 from qhd_lib.errors import ConfigError, ProvenanceError, RunStateError
-from qhd_lib.experiments import plans, publish
+from qhd_lib.experiments import paired, plans, publish
 from tests.test_experiments import tiny_world  # noqa: F401  (autouse: tiny model, stub metrics)
 from tests.test_train import tiny_config, tiny_images
 
@@ -234,6 +234,7 @@ def fake_run(root, dataset, model, seed, fid, kid, **changes) -> None:
             {
                 "epoch": e,
                 "grid_png": f"samples_epoch{e:g}.png",
+                "samples_file": f"samples_epoch{e:g}.npz",
                 "metrics": {"fid": fid + (e - 1), "kid_mean": kid},
             }
             for e in epochs
@@ -243,8 +244,6 @@ def fake_run(root, dataset, model, seed, fid, kid, **changes) -> None:
 
 
 def test_analysis_pairs_by_seed_and_lists_missing_runs(tmp_path) -> None:
-    from qhd_lib.experiments import epoch1
-
     fids = {"classical": (300.0, 310.0, 305.0), "fullhqconv": (290.0, 301.0, 294.0)}
     for model, values in fids.items():
         for seed, fid in zip(plans.EPOCH1_SEEDS, values, strict=True):
@@ -252,11 +251,11 @@ def test_analysis_pairs_by_seed_and_lists_missing_runs(tmp_path) -> None:
             if seed == 42:  # the pretrained runs: 10 epochs, evaluated at 1 and 10
                 extra = {"train.epochs": 10, "evaluation.epochs": (1, 10)}
             fake_run(tmp_path, "mnist", model, seed, fid, fid / 1000, **extra)
-    result = epoch1.analyse("mnist", tmp_path)
+    result = paired.analyse(paired.EPOCH1, "mnist", tmp_path)
     a = next(c for c in result["comparisons"] if c["id"] == "a")
     assert a["fid"]["differences"] == [-10.0, -9.0, -11.0]
     assert a["fid"]["verdict"] == "supported" and a["fid"]["interval"][1] < 0
-    assert a["paper"]["fid"] == pytest.approx(299.7292 - 311.0582)
+    assert a["paper_difference"]["fid"] == pytest.approx(299.7292 - 311.0582)
     c = next(c for c in result["comparisons"] if c["id"] == "c")
     assert c["fid"]["n"] == 0 and c["fid"]["verdict"] == "not resolved at n = 0"
     assert len(result["missing"]) == 9  # frozen, classical vertex, 7HQConv × 3 seeds
@@ -265,30 +264,26 @@ def test_analysis_pairs_by_seed_and_lists_missing_runs(tmp_path) -> None:
 
 
 def test_a_control_is_supported_when_it_is_worse(tmp_path) -> None:
-    from qhd_lib.experiments import epoch1
-
     for seed, (trained, frozen) in zip(
         plans.EPOCH1_SEEDS, ((290, 300), (295, 306), (292, 301)), strict=True
     ):
         fake_run(tmp_path, "mnist", "fullhqconv", seed, trained, 0.3)
         fake_run(tmp_path, "mnist", "fullhqconv-frozen", seed, frozen, 0.3)
-    c = next(c for c in epoch1.analyse("mnist", tmp_path)["comparisons"] if c["id"] == "c")
+    c = next(
+        c for c in paired.analyse(paired.EPOCH1, "mnist", tmp_path)["comparisons"] if c["id"] == "c"
+    )
     assert c["fid"]["verdict"] == "supported" and c["fid"]["interval"][0] > 0
 
 
 def test_analysis_refuses_a_run_of_another_protocol(tmp_path) -> None:
-    from qhd_lib.experiments import epoch1
-
     fake_run(tmp_path, "mnist", "classical", 43, 300.0, 0.3, **{"evaluation.samples": 500})
-    with pytest.raises(RunStateError, match="not made with the epoch-1 protocol"):
-        epoch1.analyse("mnist", tmp_path)
+    with pytest.raises(RunStateError, match="not made with the epoch1 experiment"):
+        paired.analyse(paired.EPOCH1, "mnist", tmp_path)
 
 
 def test_pre_registered_comparisons_are_the_agreed_ones() -> None:
-    from qhd_lib.experiments import epoch1
-
     got = [
-        (c.id, c.dataset, c.model, c.baseline, c.role, c.expected) for c in epoch1.PRE_REGISTERED
+        (c.id, c.dataset, c.arm, c.baseline, c.role, c.expected) for c in paired.EPOCH1.comparisons
     ]
     assert got == [
         ("a", "mnist", "fullhqconv", "classical", "primary", -1),
@@ -306,35 +301,144 @@ def test_chapter_views_read_none_some_or_all_runs(tmp_path, present) -> None:
 
     matplotlib.use("Agg")
     from qhd_lib import plotting
-    from qhd_lib.experiments import epoch1
 
     wanted = {"none": 0, "some": 1, "all": 3}[present]
     for model in plans.EPOCH1_MODELS["mnist"]:
         for k, seed in enumerate(plans.EPOCH1_SEEDS[:wanted]):
             fake_run(tmp_path, "mnist", model, seed, 300.0 - k - len(model), 0.3 + k / 100)
-    result, note = epoch1.current("mnist", tmp_path)
+    result, note = paired.current(paired.EPOCH1, "mnist", tmp_path)
     assert "does not exist yet" in note
-    rows = epoch1.claim_rows(result)
+    rows = paired.claim_rows(paired.EPOCH1, result)
     assert len(rows) == 2 + 4  # header, rule, (a) (c) (d) (e)
     expected = {"none": "no pairs yet", "some": "no interval", "all": "["}[present]
     assert all(expected in row for row in rows[2:])
     assert len(result["missing"]) == 15 - 5 * wanted
-    plotting.paired_seeds(result["runs"], plans.EPOCH1_MODELS["mnist"], epoch1.MODEL_TITLES)
+    plotting.paired_seeds(result["runs"], plans.EPOCH1_MODELS["mnist"], paired.EPOCH1.titles)
     plotting.paired_intervals(result["comparisons"])
 
 
 def test_a_comparison_file_is_used_while_it_matches_the_runs(tmp_path) -> None:
     from qhd_lib import io
-    from qhd_lib.experiments import epoch1
 
     for seed in plans.EPOCH1_SEEDS:
         fake_run(tmp_path, "mnist", "classical", seed, 300.0 + seed, 0.3)
     saved = {
-        **epoch1.analyse("mnist", tmp_path),
+        **paired.analyse(paired.EPOCH1, "mnist", tmp_path),
         "provenance": {"git_commit": "a" * 40, "date": "d"},
     }
-    io.write_json(tmp_path / epoch1.comparison_file("mnist"), saved)
-    assert "commit `aaaaaaaaaaaa`" in epoch1.current("mnist", tmp_path)[1]
+    io.write_json(tmp_path / paired.EPOCH1.comparison_file("mnist"), saved)
+    assert "commit `aaaaaaaaaaaa`" in paired.current(paired.EPOCH1, "mnist", tmp_path)[1]
     fake_run(tmp_path, "mnist", "fullhqconv", 42, 290.0, 0.3)
-    result, note = epoch1.current("mnist", tmp_path)
+    result, note = paired.current(paired.EPOCH1, "mnist", tmp_path)
     assert "older than the runs" in note and "fullhqconv" in result["runs"]
+
+
+def test_transfer_plan_starts_every_arm_from_the_pretrained_classical_model() -> None:
+    runs = ex.plan("transfer").runs
+    assert len(runs) == 12
+    arms = {}
+    for r in runs:
+        config = r.config()
+        t = config.train.transfer
+        assert (t.source, t.source_epochs, t.source_file) == (
+            "classical",
+            10,
+            plans.TRANSFER_SOURCE,
+        )
+        assert t.seed == config.seed and config.train.epochs == 11
+        assert config.evaluation.epochs == (11.0,)
+        arms[r.out.split("mnist_")[1].rsplit("_seed", 1)[0]] = (config.model.name, t.fresh)
+        assert ex.deviations(config)[0] == (
+            "transfer after 10 source epochs, 1 more, instead of the paper's 19 + 1"
+        )
+    assert arms == plans.TRANSFER_ARMS
+    assert ex.VERTEX_SCOPES[plans.TRANSFER_ARMS["continue"][1]] == ()
+
+
+def test_a_pretrained_source_must_be_the_source_model_on_the_runs_dataset() -> None:
+    base = {"train.epochs": 2, "train.transfer.source": "classical"}
+    base |= {"train.transfer.source_epochs": 1}
+    with pytest.raises(ConfigError, match="pretrained:<dataset>/classical"):
+        ex.configure("smoke", {**base, "train.transfer.source_file": "pretrained:mnist/7hqconv"})
+    with pytest.raises(ConfigError, match="trained on mnist, not on fashion_mnist"):
+        ex.configure(
+            "smoke",
+            {
+                **base,
+                "data.dataset": "fashion_mnist",
+                "train.transfer.source_file": "pretrained:mnist/classical",
+            },
+        )
+
+
+@pytest.fixture
+def shipped_tiny(tmp_path, monkeypatch):
+    """The library's pretrained registry holding one tiny model's parameters."""
+    from qhd_lib import io, pretrained
+    from tests.test_train import TinyNet
+
+    path = tmp_path / "mnist_classical.msgpack"
+    params = tr.init_params(TinyNet(), 7)
+    tr.save_params(path, params)
+    entry = pretrained.Pretrained(
+        "mnist", "classical", 10, path.name, io.sha256(path), "results/epoch1/x"
+    )
+    monkeypatch.setattr(pretrained, "DIRECTORY", tmp_path)
+    monkeypatch.setattr(pretrained, "PRETRAINED", {("mnist", "classical"): entry})
+    monkeypatch.setattr(models, "param_shapes", lambda model: jax.eval_shape(lambda: params))
+    return params
+
+
+def transfer_smoke(fresh: str, seed: int = 1) -> ex.RunConfig:
+    changes = {
+        "train.epochs": 2,
+        "evaluation.epochs": (2,),
+        "evaluation.metrics": False,
+        "train.transfer.source": "classical",
+        "train.transfer.source_epochs": 1,
+        "train.transfer.source_file": "pretrained:mnist/classical",
+        "train.transfer.fresh": fresh,
+        "train.transfer.seed": seed,
+    }
+    return ex.configure("smoke", changes)
+
+
+def test_transfer_from_the_pretrained_model_records_its_checksum(tmp_path, shipped_tiny) -> None:
+    record = ex.run(transfer_smoke("nothing"), tmp_path / "run", progress=False)
+    info = record["train"]["transfer"]
+    assert info["source_file"] == "pretrained:mnist/classical"
+    assert info["source_sha256"] and info["source_run"] == "results/epoch1/x"
+    assert info["fresh_leaves"] == 0 and info["copied_leaves"] == 8
+    assert record["train"]["steps"] == 4 and "source_steps" not in info
+
+
+def test_a_killed_transfer_run_resumes_to_the_same_numbers(tmp_path, monkeypatch) -> None:
+    config = ex.configure(
+        "smoke",
+        {
+            "train.epochs": 2,
+            "evaluation.epochs": (2,),
+            "train.transfer.source": "classical",
+            "train.transfer.source_epochs": 1,
+        },
+    )
+    whole = ex.run(config, tmp_path / "whole", progress=False)
+    original = tr.batch_indices
+    for phase in (0, 1):  # the source phase (stream 0), then the target phase (stream 1)
+
+        def kill(seed, stream, step, n, b, phase=phase):
+            if (stream, step) == (phase, 3):
+                raise KeyboardInterrupt("simulated kill")
+            return original(seed, stream, step, n, b)
+
+        monkeypatch.setattr(tr, "batch_indices", kill)
+        with pytest.raises(KeyboardInterrupt):
+            ex.run(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(tr, "batch_indices", original)
+    resumed = ex.run(config, tmp_path / "cut", progress=False)
+    assert resumed["train"]["resumed_from_step"] == 2  # smoke checkpoints every 2 steps
+    assert resumed["evaluations"][0]["metrics"] == whole["evaluations"][0]["metrics"]
+    assert np.array_equal(
+        io.load_images(tmp_path / "cut" / "samples_epoch2.npz"),
+        io.load_images(tmp_path / "whole" / "samples_epoch2.npz"),
+    )

@@ -21,7 +21,7 @@ from qhd_lib import data, io, provenance, train
 from qhd_lib.errors import QHDError, exit_code
 from qhd_lib.experiments.compare import compare_runs
 from qhd_lib.experiments.config import SAMPLERS, VARIANTS, VERTEX_SCOPES
-from qhd_lib.experiments.epoch1 import analyse
+from qhd_lib.experiments.paired import EXPERIMENTS, analyse, experiment
 from qhd_lib.experiments.plans import PLANS, PlannedRun, plan
 from qhd_lib.experiments.protocols import PROTOCOLS, configure
 from qhd_lib.experiments.publish import publish
@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     a = sub.add_parser(
-        "epoch1", help="the epoch-1 experiment's pre-registered paired comparisons of one dataset"
+        "paired", help="a paired experiment's pre-registered comparisons of one dataset"
     )
+    a.add_argument("experiment", choices=tuple(EXPERIMENTS))
     a.add_argument("--dataset", required=True, choices=data.DATASETS)
     a.add_argument("--out", required=True, type=Path, help="comparison JSON")
     a.add_argument("--allow-dirty", action="store_true", help="write from a dirty tree (recorded)")
@@ -354,14 +355,14 @@ def _publish(args: argparse.Namespace, command: str) -> None:
         print(path)
 
 
-def _epoch1(args: argparse.Namespace, command: str) -> None:
+def _paired(args: argparse.Namespace, command: str) -> None:
     provenance.check_clean_for(args.out, args.allow_dirty)
-    result = analyse(args.dataset)
+    result = analyse(experiment(args.experiment), args.dataset)
     result["provenance"] = provenance.record(command, allow_dirty=args.allow_dirty)
     io.write_json(args.out, result)
     for c in result["comparisons"]:
         fid = c["fid"]
-        print(f"({c['id']}) {c['model']} − {c['baseline']}: n = {fid['n']}, {fid['verdict']}")
+        print(f"({c['id']}) {c['arm']} − {c['baseline']}: n = {fid['n']}, {fid['verdict']}")
     print(f"missing runs: {len(result['missing'])}")
 
 
@@ -382,7 +383,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "evaluate": _evaluate,
     "compare": _compare,
     "publish": _publish,
-    "epoch1": _epoch1,
+    "paired": _paired,
     "plan": _plan,
 }
 

@@ -33,10 +33,12 @@ from qhd_lib.models import CONTROL_NAMES, MODEL_NAMES, model_config
 
 _PAPER_TRAINING = train.TrainConfig()
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+PRETRAINED_PREFIX = "pretrained:"
 DEFAULT_DDIM_STEPS = 50
 FREEZABLE: tuple[str, ...] = tuple(train.FROZEN_GROUPS)
 # What counts as the vertex that transfer learning re-initialises.
 VERTEX_SCOPES: dict[str, tuple[str, ...]] = {
+    "nothing": (),  # nothing re-initialised: the source trains on (the "continue" baseline)
     "resblocks": ("mid.resblock_0", "mid.resblock_1"),
     "mid": ("mid.resblock_0", "mid.attnblock", "mid.resblock_1"),
 }
@@ -137,9 +139,11 @@ class Transfer:
     vertex (``fresh``, a `VERTEX_SCOPES` key) and train the rest of ``train.epochs``.
 
     The source is trained inside the run for ``source_epochs`` (the paper's 19 + 1), or read from
-    ``source_file`` (a parameter file of `qhd_lib.train.save_params`, trained for
-    ``source_epochs``). ``seed`` is the second phase's seed (data order, the fresh blocks'
-    initialisation, sampling noise); None uses the run's seed.
+    ``source_file``, trained for ``source_epochs``: a parameter file of
+    `qhd_lib.train.save_params`, or ``pretrained:<dataset>/<model>`` for the library's shipped
+    EMA parameters (`qhd_lib.pretrained`, checksum-verified). ``seed`` is the second phase's
+    seed (data order, the fresh blocks' initialisation, sampling noise); None uses the run's
+    seed. ``fresh="nothing"`` re-initialises nothing: the source simply trains on.
     """
 
     source: str
@@ -161,6 +165,21 @@ class Transfer:
             self.seed is None or self.seed >= 0,
             f"train.transfer.seed must be 0 or more, got {self.seed}",
         )
+        if self.source_file is not None and self.source_file.startswith(PRETRAINED_PREFIX):
+            _, sep, model = self.source_file.removeprefix(PRETRAINED_PREFIX).partition("/")
+            require(
+                bool(sep) and model == self.source,
+                f"train.transfer.source_file {self.source_file!r} must read "
+                f"{PRETRAINED_PREFIX}<dataset>/{self.source} (the source model)",
+            )
+
+    @property
+    def pretrained(self) -> tuple[str, str] | None:
+        """(dataset, model) of a ``pretrained:`` source, else None."""
+        if self.source_file is None or not self.source_file.startswith(PRETRAINED_PREFIX):
+            return None
+        dataset, _, model = self.source_file.removeprefix(PRETRAINED_PREFIX).partition("/")
+        return dataset, model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +315,12 @@ class RunConfig:
                 f"train.epochs (--epochs) = {epochs:g}, e.g. --epochs 20 --transfer-epochs 19 "
                 "for the paper's 19+1",
             )
+            if transfer.pretrained is not None:
+                require(
+                    transfer.pretrained[0] == self.data.dataset,
+                    f"the pretrained source {transfer.source_file!r} was trained on "
+                    f"{transfer.pretrained[0]}, not on {self.data.dataset}",
+                )
             early = [e for e in self.evaluation.epochs if e <= transfer.source_epochs]
             require(
                 not early,

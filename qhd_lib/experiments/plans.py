@@ -132,6 +132,11 @@ def epoch1_dir(dataset: str, model: str, seed: int) -> str:
     return f"results/epoch1/{dataset}_{model}_seed{seed}"
 
 
+def epoch1_config(dataset: str, model: str, seed: int) -> RunConfig:
+    """The settings of the epoch-1 run of ``model`` on ``dataset`` with ``seed``."""
+    return _epoch1_run(dataset, model, seed).config()
+
+
 def _epoch1_run(dataset: str, model: str, seed: int) -> PlannedRun:
     changes: dict[str, Any] = {"data.dataset": dataset, "model.name": model, "seed": seed}
     what = f"{model}, seed {seed}, epoch 1"
@@ -169,13 +174,76 @@ def _epoch1_plan() -> Plan:
         tuple(runs),
         (),
         tuple(
-            ("epoch1", "--dataset", d, "--out", f"results/epoch1/{d}_comparison.json")
+            ("paired", "epoch1", "--dataset", d, "--out", f"results/epoch1/{d}_comparison.json")
             for d in EPOCH1_MODELS
         ),
     )
 
 
-PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _epoch1_plan())}
+# Transfer at CPU scale (sec. 3.3 and 4.4 at 10 + 1 epochs): arm -> (target model, vertex scope
+# re-initialised); the source is the pretrained 10-epoch classical MNIST U-Net for every arm.
+TRANSFER_ARMS: dict[str, tuple[str, str]] = {
+    "continue": ("classical", "nothing"),
+    "classical-fresh-vertex": ("classical", "resblocks"),
+    "1fqconv": ("1fqconv", "resblocks"),
+    "7hqconv": ("7hqconv", "resblocks"),
+}
+TRANSFER_SOURCE = "pretrained:mnist/classical"
+
+
+def transfer_dir(dataset: str, arm: str, seed: int) -> str:
+    """Where the transfer run of ``arm`` on ``dataset`` with second-phase seed ``seed`` lives."""
+    return f"results/transfer/{dataset}_{arm}_seed{seed}"
+
+
+def _transfer_run(dataset: str, arm: str, seed: int) -> PlannedRun:
+    model, fresh = TRANSFER_ARMS[arm]
+    total = PRETRAINED_EPOCHS + 1
+    changes: dict[str, Any] = {
+        "data.dataset": dataset,
+        "model.name": model,
+        "seed": seed,
+        "train.epochs": total,
+        "evaluation.epochs": (total,),
+        "train.transfer.source": "classical",
+        "train.transfer.source_epochs": PRETRAINED_EPOCHS,
+        "train.transfer.source_file": TRANSFER_SOURCE,
+        "train.transfer.fresh": fresh,
+        "train.transfer.seed": seed,
+    }
+    what = f"{arm}: classical ({PRETRAINED_EPOCHS} epochs) → {model}, +1 epoch, seed {seed}"
+    return PlannedRun(transfer_dir(dataset, arm, seed), what, "epoch1", changes)
+
+
+def transfer_config(dataset: str, arm: str, seed: int) -> RunConfig:
+    """The settings of the transfer run of ``arm`` on ``dataset`` with ``seed``."""
+    return _transfer_run(dataset, arm, seed).config()
+
+
+def _transfer_plan() -> Plan:
+    """Transfer learning at CPU scale: the four arms for each seed, seed by seed."""
+    runs = tuple(
+        _transfer_run("mnist", arm, seed) for seed in EPOCH1_SEEDS for arm in TRANSFER_ARMS
+    )
+    return Plan(
+        "transfer",
+        "transfer learning from the pretrained classical U-Net on a 2-core CPU (chapter 8)",
+        runs,
+        (),
+        (
+            (
+                "paired",
+                "transfer",
+                "--dataset",
+                "mnist",
+                "--out",
+                "results/transfer/mnist_comparison.json",
+            ),
+        ),
+    )
+
+
+PLANS: dict[str, Plan] = {p.name: p for p in (_paper_plan(), _epoch1_plan(), _transfer_plan())}
 
 
 def plan(name: str, dataset: str | None = None) -> Plan:

@@ -21,6 +21,7 @@ from qhd_lib.experiments.config import (
     TrainSection,
 )
 from qhd_lib.experiments.overrides import override
+from qhd_lib.paper import TRANSFER_EPOCHS
 from qhd_lib.scale import get_scale
 
 RELEASED_DEVIATION = "released-code model variant (see the book's chapter on the released code)"
@@ -90,8 +91,16 @@ def deviations(config: RunConfig) -> list[str]:
         out.append(
             f"trained on the first {config.data.train_images} training images instead of all 60 000"
         )
-    epochs = config.train.epochs
-    if epochs != paper.train.epochs:
+    epochs, transfer = config.train.epochs, config.train.transfer
+    published = TRANSFER_EPOCHS.get(config.data.dataset)
+    if transfer is not None and published is not None:
+        ours = (transfer.source_epochs, epochs - transfer.source_epochs)
+        if ours != published:
+            out.append(
+                f"transfer after {ours[0]:g} source epochs, {ours[1]:g} more, instead of the "
+                f"paper's {published[0]} + {published[1]}"
+            )
+    elif epochs != paper.train.epochs:
         out.append(
             f"{epochs:g} epoch{'' if epochs == 1 else 's'} instead of {paper.train.epochs:g}"
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from qhd_lib import data, io, models, provenance, train
+from qhd_lib import data, io, models, pretrained, provenance, train
 from qhd_lib.errors import ConfigError, DataError, RunStateError
 from qhd_lib.experiments import scoring
 from qhd_lib.experiments.config import VERTEX_SCOPES, RunConfig
@@ -182,6 +182,16 @@ def _transfer_source(
         "source_model": transfer.source,
         "source_epochs": transfer.source_epochs,
     }
+    if transfer.pretrained is not None:
+        entry = pretrained.entry(*transfer.pretrained)
+        info.update(
+            source_file=transfer.source_file,
+            source_sha256=entry.sha256,
+            source_run=entry.run,
+            note="the target starts from the library's pretrained EMA parameters; Adam state "
+            "and EMA start afresh (the file holds no optimiser state)",
+        )
+        return pretrained.load(*transfer.pretrained), info
     if transfer.source_file is not None:
         path = Path(transfer.source_file)
         if not path.is_file():
