@@ -312,3 +312,45 @@ def unet_shapes(shapes: dict[str, tuple[int, ...]], title: str | None = None) ->
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def transfer_map(
+    counts: dict[str, dict[str, tuple[int, int]]], ax: plt.Axes | None = None
+) -> plt.Axes:
+    """Which parameters a transfer copies and which it re-initialises, module by module.
+
+    ``counts[arm][module] = (copied, fresh)`` parameter counts (e.g. from
+    `qhd_lib.train.transfer_params` on the parameter trees); one row of bars per arm, modules in
+    network order along x, copied in the classical colour, fresh in the quantum one.
+    """
+    arms = list(counts)
+    modules = list(next(iter(counts.values())))
+    ax = ax if ax is not None else plt.subplots(figsize=(11, 0.8 + 0.9 * len(arms)))[1]
+    width = 0.8
+    for row, arm in enumerate(arms):
+        copied = np.array([counts[arm].get(m, (0, 0))[0] for m in modules], float)
+        fresh = np.array([counts[arm].get(m, (0, 0))[1] for m in modules], float)
+        scale = max((copied + fresh).max(), 1.0)
+        x = np.arange(len(modules))
+        ax.bar(
+            x,
+            copied / scale * width,
+            0.8,
+            bottom=row,
+            color=PALETTE["classical"],
+            label="copied from the source" if row == 0 else None,
+        )
+        ax.bar(
+            x,
+            fresh / scale * width,
+            0.8,
+            bottom=row + copied / scale * width,
+            color=PALETTE["quantum"],
+            label="initialised afresh" if row == 0 else None,
+        )
+    ax.set_yticks(np.arange(len(arms)) + width / 2, arms)
+    ax.set_xticks(range(len(modules)), modules, rotation=90, fontsize=7)
+    ax.set_ylim(-0.1, len(arms))
+    ax.grid(False)
+    ax.legend(fontsize=8, loc="upper right", ncols=2)
+    return ax

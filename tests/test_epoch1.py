@@ -442,3 +442,18 @@ def test_a_killed_transfer_run_resumes_to_the_same_numbers(tmp_path, monkeypatch
         io.load_images(tmp_path / "cut" / "samples_epoch2.npz"),
         io.load_images(tmp_path / "whole" / "samples_epoch2.npz"),
     )
+
+
+def test_transfer_layout_counts_what_each_arm_copies_and_starts_afresh(monkeypatch) -> None:
+    from qhd_lib.experiments.runner import network_order, transfer_layout
+
+    monkeypatch.undo()  # the real U-Nets
+    totals = {}
+    for arm, (model, _) in plans.TRANSFER_ARMS.items():
+        layout = transfer_layout(plans.transfer_config("mnist", arm, 42))
+        assert list(layout) == sorted(layout, key=network_order)
+        assert sum(c + f for c, f in layout.values()) == models.count_params(real_shapes(model))
+        totals[arm] = {m: f for m, (_, f) in layout.items() if f}
+    assert totals["continue"] == {}
+    assert set(totals["1fqconv"]) == {"mid.resblock_0", "mid.resblock_1"}
+    assert list(layout)[:2] == ["time_mlp", "init_conv"] and list(layout)[-1] == "final.conv"

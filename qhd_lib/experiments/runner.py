@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from qhd_lib import data, io, models, pretrained, provenance, train
@@ -171,6 +172,50 @@ def _train_phases(
         }
     )
     return info
+
+
+_PARTS = ("resblock_0", "resblock_1", "resblock", "attnblock", "downsample", "upsample", "conv")
+
+
+def network_order(module: str) -> tuple:
+    """Sort key of a U-Net's top-level module names in the order data flows through them:
+    ``time_mlp``, ``init_conv``, ``down_0.*`` … ``mid.*`` … ``up_3.*`` … ``up_0.*``, ``final.*``."""
+    head, _, part = module.partition(".")
+    rank = _PARTS.index(part) if part in _PARTS else len(_PARTS)
+    if head.startswith("down_") and head[5:].isdigit():
+        return (2, int(head[5:]), rank)
+    if head.startswith("up_") and head[3:].isdigit():
+        return (5, -int(head[3:]), rank)
+    if head == "mid":
+        return (4, {"resblock_0": 0, "attnblock": 1, "resblock_1": 2}.get(part, 3), 0)
+    order = {"time_mlp": 0, "init_conv": 1, "down_to_mid": 3, "final": 6}
+    return (order.get(head, 7), rank, 0)
+
+
+def transfer_layout(config: RunConfig) -> dict[str, tuple[int, int]]:
+    """Per top-level module of the target network, how many parameters a transfer copies from
+    the source and how many it initialises afresh (``train.transfer_params`` on the two
+    parameter trees, filled with zeros: nothing is trained or loaded)."""
+    transfer = config.train.transfer
+    if transfer is None:
+        raise ConfigError("transfer_layout needs a transfer run (train.transfer is unset)")
+
+    def zeros(name: str) -> train.Params:
+        model = models.make_model(name, released_code=config.model.released_code)
+        return jax.tree_util.tree_map(
+            lambda s: np.zeros(s.shape, s.dtype), models.param_shapes(model)
+        )
+
+    fresh_modules = VERTEX_SCOPES[transfer.fresh]
+    target = zeros(config.model.architecture)
+    _, copied, fresh = train.transfer_params(
+        zeros(transfer.source), target, lambda p: p[0] in fresh_modules
+    )
+    out = {module: [0, 0] for module in sorted(target, key=network_order)}
+    for index, paths in enumerate((copied, fresh)):
+        for path in paths:
+            out[path[0]][index] += int(np.prod(np.shape(_leaf(target, path))))
+    return {module: (c, f) for module, (c, f) in out.items()}
 
 
 def _transfer_source(
