@@ -255,7 +255,7 @@ def loss_fn(
     p2_gamma: float = 1.0,
     p2_k: float = 1.0,
 ) -> jax.Array:
-    """P2-weighted noise-prediction loss (eq. 8): the batch mean of
+    """Noise-prediction loss, eq. 8 with the P2 weighting of Sect. 4.1: the batch mean of
     ``w_t * mean((eps_hat - eps)^2)``.
 
     For each image t ~ U{0, ..., T-1} (0-indexed) and eps ~ N(0, I); x_t comes from eq. 4 and

@@ -598,6 +598,12 @@ def inception_score_from_logits(
 # ---------------------------------------------------------------------------------------------
 
 
+IS_MISSING = (
+    f"not computed: the 1008-class Inception weights IS needs ({IS_FILE}) are not installed "
+    "(python -m qhd_lib.metrics fetch --with-is)"
+)
+
+
 def evaluate(
     fake_images: np.ndarray,
     dataset: str,
@@ -640,7 +646,9 @@ def evaluate(
         is_mean, is_std = inception_score_from_logits(
             inception_logits(fake), splits=is_splits, seed=seed
         )
-    except (FileNotFoundError, ValueError) as err:
+    except FileNotFoundError:  # the message names a local cache path; say what to do instead
+        is_unavailable = IS_MISSING
+    except ValueError as err:
         is_unavailable = str(err)
     return {
         "fid": fid_from_features(real, fake),

@@ -248,7 +248,7 @@ def _init_state_jit(params: Params, config: TrainConfig) -> TrainState:
 def make_train_step(
     apply_fn: ApplyFn, schedule: diffusion.Schedule, config: TrainConfig
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
-    """One jit-compiled step: P2-weighted loss (eq. 8), its gradient, Adam, then the EMA."""
+    """One jit-compiled step: eq. 8 with P2 weighting (Sect. 4.1), its gradient, Adam, then EMA."""
     optimizer = make_optimizer(config)
 
     def loss_of(params: Params, x0: jax.Array, key: jax.Array) -> jax.Array:

@@ -339,24 +339,6 @@ def test_save_grid_leaves_the_plotting_backend_alone(tmp_path, monkeypatch) -> N
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
-OLD_RECORDS = {  # run directories written before the config tree -> the config they were run with
-    "demo/mnist_classical": ("demo", {"data.dataset": "mnist", "model.name": "classical"}),
-}
-
-
-@pytest.mark.parametrize("run_dir", sorted(OLD_RECORDS))
-def test_run_records_written_before_the_config_tree_read_into_it(run_dir) -> None:
-    from qhd_lib.notebook import results_path
-
-    path = results_path(run_dir)
-    if not path.exists():
-        pytest.skip(f"results/{run_dir} is not committed (any more)")
-    record = ex.read_run(path)
-    assert record["config"] == ex.configure(*OLD_RECORDS[run_dir]).to_dict()
-    assert record["provenance"]["command"].startswith("python -m qhd_lib.experiments run")
-    assert record["provenance"]["packages"]["jax"] and record["provenance"]["device"]["cpu"]
-
-
 def test_library_modules_never_exit() -> None:
     from pathlib import Path
 

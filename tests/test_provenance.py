@@ -230,8 +230,6 @@ def git_has(obj: str) -> bool:
 # Known stale, each until the run named beside it replaces it; the test fails once a file here
 # is regenerated (strict xfail), so this list can only shrink.
 STALE: dict[str, str] = {
-    "results/demo/mnist_classical/run.json": "chapter 7 moves to the pretrained models (epoch-1 "
-    "issue); until then its 64-step demo run predates the runner it names",
     "results/metrics_real_vs_real.json": "the epoch-1 issue's real-vs-real floor at N = 1 000 "
     "per dataset replaces it",
 }
