@@ -32,6 +32,7 @@ from qhd_lib.models import (
     assemble_patches,
     circuit_gradients,
     count_params,
+    dummy_inputs,
     extract_patches,
     make_model,
     model_config,
@@ -378,3 +379,25 @@ def test_pennylane_executor_matches_the_fast_simulator():
         fast.apply({"params": params}, x, temb),
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("name", ["7hqconv", "fullhqconv", "quanvunet"])
+def test_circuit_runs_count_what_a_forward_pass_executes(monkeypatch, name) -> None:
+    """A counting executor (not vmapped, like PennyLane) sees exactly ``circuit_runs`` circuits
+    per image, by qubit count."""
+    from qhd_lib.models import quantum
+
+    seen: dict[int, int] = {}
+
+    def counting(ansatz, inputs, theta):
+        seen[ansatz.n_qubits] = seen.get(ansatz.n_qubits, 0) + int(np.prod(inputs.shape[:-1]))
+        return jnp.zeros((*inputs.shape[:-1], ansatz.n_qubits))
+
+    monkeypatch.setattr(quantum, "simulator", lambda executor: counting)
+    config = model_config(name)
+    model = UNet(config)
+    x, t = dummy_inputs(config, batch=2)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), x, t))
+    seen.clear()  # count one apply, not the init
+    model.apply(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), params), x, t)
+    assert {k: v // 2 for k, v in seen.items()} == config.circuit_runs()

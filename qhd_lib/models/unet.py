@@ -28,6 +28,7 @@ from qhd_lib.models.quantum import (
     PATCH,
     PATCH_STRIDES,
     QUANTUM_BLOCKS,
+    patch_count,
     valid_patch_strides,
 )
 from qhd_lib.models.released import RELEASED_BLOCKS
@@ -165,6 +166,25 @@ class ModelConfig:
     def circuit(self) -> str:
         """The ansatz name the circuits are built from (the released HQConv when auditing)."""
         return "released_hqconv" if self.released_code else self.ansatz
+
+    def circuit_runs(self) -> dict[int, int]:
+        """Circuit executions per image and network evaluation, keyed by qubits per circuit.
+
+        Two blocks of two spatial layers each: at the vertex one circuit per 3-channel group on
+        the single 2×2 patch (plus the Full vertex's 4-qubit circuit), in the quanvolutional
+        level one circuit per patch position. A quantum processor would run each separately.
+        """
+        runs: dict[int, int] = {}
+        layers = 2 * 2  # blocks × spatial layers
+        if self.vertex in ("partial", "full"):
+            groups, leftover = divmod(self.vertex_width, GROUP)
+            runs[12] = layers * (self.q if self.vertex == "partial" else groups)
+            if self.vertex == "full" and leftover:
+                runs[PATCH * PATCH] = layers
+        if self.quanv_level is not None:
+            side = patch_count(self.level_sizes[self.quanv_level], self.patch_stride)
+            runs[12] = runs.get(12, 0) + layers * side * side
+        return runs
 
     def resnet_block(self, position: str, features: int) -> ResnetBlock:
         """The ResNet block (classical or quantum) at ``position``, e.g. "mid.resblock_0";
