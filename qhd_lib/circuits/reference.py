@@ -19,21 +19,26 @@ import numpy as np
 import pennylane as qml
 from pennylane import numpy as pnp
 
-from qhd_lib.circuits.ansatz import Ansatz
+from qhd_lib.circuits.ansatz import Ansatz, Gate
 
 _OPS = {"crz": qml.CRZ, "crx": qml.CRX, "rx": qml.RX, "cnot": qml.CNOT}
+
+
+def apply_gate(gate: Gate, angle_scale: float, theta: Any) -> None:
+    """Queue one gate of an ansatz (its angle is ``angle_scale · θ[gate.param]``)."""
+    op = _OPS[gate.kind]
+    if gate.kind == "cnot":
+        op(wires=[gate.control, gate.target])
+    elif gate.kind == "rx":
+        op(angle_scale * theta[gate.param], wires=gate.target)
+    else:
+        op(angle_scale * theta[gate.param], wires=[gate.control, gate.target])
 
 
 def apply_ansatz(ansatz: Ansatz, theta: Any) -> None:
     """Queue the ansatz's gates (inside a QNode or a `qml.draw_mpl` function)."""
     for gate in ansatz.gates:
-        op = _OPS[gate.kind]
-        if gate.kind == "cnot":
-            op(wires=[gate.control, gate.target])
-        elif gate.kind == "rx":
-            op(ansatz.angle_scale * theta[gate.param], wires=gate.target)
-        else:
-            op(ansatz.angle_scale * theta[gate.param], wires=[gate.control, gate.target])
+        apply_gate(gate, ansatz.angle_scale, theta)
 
 
 @functools.cache
@@ -123,3 +128,69 @@ def simulate_reference_jax(ansatz: Ansatz, inputs: Any, theta: Any) -> Any:
         warnings.filterwarnings("ignore", message=".*[Cc]asting.*complex.*")
         out = jax.vmap(lambda x: jnp.stack(circuit(x, theta)))(flat)
     return jnp.reshape(out, jnp.shape(inputs))
+
+
+def apply_noisy_ansatz(ansatz: Ansatz, theta: Any, p_depolarizing: float) -> None:
+    """Queue the ansatz's gates with ``qml.DepolarizingChannel(p)`` on each wire of every
+    two-qubit gate, right after it (the noise model of `qhd_lib.circuits.noise`)."""
+    for gate in ansatz.gates:
+        apply_gate(gate, ansatz.angle_scale, theta)
+        if gate.control is not None:
+            for wire in gate.wires:
+                qml.DepolarizingChannel(p_depolarizing, wires=wire)
+
+
+@functools.cache
+def make_noisy_qnode(ansatz: Ansatz, p_depolarizing: float, readout_error: float) -> qml.QNode:
+    """A QNode ``(inputs, theta) -> list of ⟨Z⟩`` on ``default.mixed`` (autograd, float64).
+
+    Readout error is ``qml.BitFlip(ε)`` on every wire before measuring: what the device's
+    ``readout_prob`` applies, which PennyLane 0.45.1 cannot use for expectation values (its
+    ``default.mixed`` hands the float to code that expects a list of channels: TypeError).
+    """
+    device = qml.device("default.mixed", wires=ansatz.n_qubits)
+
+    @qml.qnode(device, interface="autograd")
+    def circuit(inputs, theta):
+        qml.AngleEmbedding(inputs, wires=range(ansatz.n_qubits), rotation="X")
+        apply_noisy_ansatz(ansatz, theta, p_depolarizing)
+        for wire in range(ansatz.n_qubits):
+            qml.BitFlip(readout_error, wires=wire)
+        return [qml.expval(qml.PauliZ(q)) for q in range(ansatz.n_qubits)]
+
+    return circuit
+
+
+def simulate_reference_noisy(
+    ansatz: Ansatz, inputs: Any, theta: Any, p_depolarizing: float, readout_error: float
+) -> np.ndarray:
+    """Same contract as `qhd_lib.circuits.noise.simulate_noisy`, by PennyLane's ``default.mixed``
+    in float64 (one execution per input; its 4^n density matrix limits it to a few qubits)."""
+    inputs = np.asarray(inputs, np.float64)
+    circuit = make_noisy_qnode(ansatz, float(p_depolarizing), float(readout_error))
+    theta = pnp.asarray(np.asarray(theta, np.float64))
+    flat = inputs.reshape(-1, ansatz.n_qubits)
+    out = np.array([np.stack(circuit(x, theta)) for x in flat])
+    return out.reshape(inputs.shape)
+
+
+def sample_reference_shots(
+    ansatz: Ansatz, inputs: Any, theta: Any, shots: int, repeats: int, seed: int
+) -> np.ndarray:
+    """``repeats`` independent ``shots``-shot estimates of every ⟨Z_q⟩ for one input (n_qubits,),
+    by ``default.qubit`` with a shot vector and a seeded device: (repeats, n_qubits).
+
+    All qubits are measured in each shot, so unlike `qhd_lib.circuits.shots` the estimates of
+    one repeat are correlated; each one's distribution is the same.
+    """
+    device = qml.device("default.qubit", wires=ansatz.n_qubits, seed=seed)
+
+    @qml.qnode(device, interface="autograd")
+    def circuit(inputs, theta):
+        qml.AngleEmbedding(inputs, wires=range(ansatz.n_qubits), rotation="X")
+        apply_ansatz(ansatz, theta)
+        return [qml.expval(qml.PauliZ(q)) for q in range(ansatz.n_qubits)]
+
+    run = qml.set_shots(circuit, shots=[(shots, repeats)])
+    out = run(np.asarray(inputs, np.float64), np.asarray(theta, np.float64))
+    return np.array([np.stack(r) for r in out], np.float64)

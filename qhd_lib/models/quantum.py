@@ -5,6 +5,9 @@ and the residual path are inherited unchanged. These blocks follow the paper; wh
 code does instead lives in `qhd_lib.models.released`. Circuits run on `qhd_lib.circuits.simulate`
 (pure JAX: jit and grad go straight through them); ``executor="pennylane"`` swaps in the
 PennyLane reference for a forward cross-check on a tiny batch (not jit-able, no gradients).
+An executor written ``"key=value,..."`` (`CONFIGURED_EXECUTOR_KEYS`) runs the circuits with
+finite shots (`qhd_lib.circuits.shots`) and/or exact depolarising and readout noise
+(`qhd_lib.circuits.noise`), e.g. ``"shots=1000,seed=0"`` or ``"depolarizing=0.001,readout=0.01"``.
 
 Qubit order is channel-major everywhere: a 2×2 patch of 3 channels becomes 12 values, value
 ``4c + p`` = channel ``c``, pixel ``p = 2·row + col``; the circuit's 12 ⟨Z⟩ go back to the same
@@ -14,6 +17,7 @@ inside its gate list, so the model's order never changes.)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -29,6 +33,7 @@ GROUP = 3  # channels per 12-qubit circuit
 PATCH_STRIDES = (1, 2)  # overlapping patches (outputs averaged) or disjoint ones (the paper)
 TAIL_LAYERS = 4  # BasicEntanglerLayers on the Full vertex's last channel
 EXECUTORS = ("jax", "pennylane")
+CONFIGURED_EXECUTOR_KEYS = ("shots", "seed", "depolarizing", "readout")
 
 Simulator = Callable[[Ansatz, jax.Array, jax.Array], jax.Array]
 
@@ -48,7 +53,53 @@ def simulator(executor: str) -> Simulator:
         from qhd_lib.circuits.reference import simulate_reference_jax
 
         return simulate_reference_jax
-    raise ConfigError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    if "=" in executor:
+        return configured_executor(executor)
+    raise ConfigError(
+        f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)} or "
+        "'key=value,...' with keys shots, seed, depolarizing, readout (e.g. 'shots=1000,seed=0')"
+    )
+
+
+def check_executor(executor: str) -> None:
+    """Raise `ConfigError` unless ``executor`` names an executor (without importing PennyLane)."""
+    if executor not in EXECUTORS:
+        simulator(executor)
+
+
+@functools.cache
+def configured_executor(spec: str) -> Simulator:
+    """The executor of a ``"key=value,..."`` spec: ``shots`` (S measurements per ⟨Z⟩; absent:
+    exact expectations), ``seed`` (int, default 0), ``depolarizing`` (p after every two-qubit
+    gate) and ``readout`` (ε), both default 0. Cached, so that a spec is one jitted function."""
+    from qhd_lib.circuits.noise import noisy_executor
+    from qhd_lib.circuits.shots import shots_executor
+
+    options: dict[str, str] = {}
+    for item in spec.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in CONFIGURED_EXECUTOR_KEYS or key in options:
+            raise ConfigError(
+                f"cannot read executor {spec!r} at {item!r}: write 'key=value' pairs separated "
+                f"by commas, each key once, keys from {', '.join(CONFIGURED_EXECUTOR_KEYS)} "
+                "(e.g. 'shots=1000,seed=0,depolarizing=0.001,readout=0.01')"
+            )
+        options[key] = value
+    try:
+        p = float(options.get("depolarizing", 0.0))
+        eps = float(options.get("readout", 0.0))
+        seed = int(options.get("seed", 0))
+        shots = int(options["shots"]) if "shots" in options else None
+    except ValueError as error:
+        raise ConfigError(
+            f"executor {spec!r}: shots and seed must be integers, depolarizing and readout "
+            f"numbers ({error})"
+        ) from None
+    if shots is None:
+        if "seed" in options:
+            raise ConfigError(f"executor {spec!r}: a seed needs shots; add 'shots=S' or drop it")
+        return noisy_executor(p, eps)
+    return shots_executor(shots, seed, p, eps)
 
 
 def patch_to_qubits(patch: jax.Array) -> jax.Array:

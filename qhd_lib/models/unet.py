@@ -23,11 +23,11 @@ from qhd_lib.errors import ConfigError
 from qhd_lib.models.controls import GroupedVertexBlock
 from qhd_lib.models.layers import AttnBlock, Downsample, ResnetBlock, TimeEmbedding, Upsample
 from qhd_lib.models.quantum import (
-    EXECUTORS,
     GROUP,
     PATCH,
     PATCH_STRIDES,
     QUANTUM_BLOCKS,
+    check_executor,
     patch_count,
     valid_patch_strides,
 )
@@ -65,7 +65,9 @@ class ModelConfig:
     - ``released_code``: build the released code's blocks (`qhd_lib.models.released`) and its
       HQConv for the audit: dropped second-layer circuit outputs, the second quanvolution
       reading the block input, a shared 4-qubit circuit, pixel-major qubits.
-    - ``executor``: "jax" (fast, jit/grad) or "pennylane" (cross-check, forward only).
+    - ``executor``: "jax" (fast, jit/grad), "pennylane" (cross-check, forward only), or finite
+      shots and/or exact noise written ``"shots=S,seed=N,depolarizing=p,readout=ε"`` (any
+      subset; `qhd_lib.models.quantum.configured_executor`).
     """
 
     name: str = "classical"
@@ -118,10 +120,7 @@ class ModelConfig:
         if not isinstance(self.layers, int) or self.layers < 1:
             raise ConfigError(f"layers must be a positive integer, got {self.layers!r}")
         self._check_quanv_level()
-        if self.executor not in EXECUTORS:
-            raise ConfigError(
-                f"unknown executor {self.executor!r}; use one of {', '.join(EXECUTORS)}"
-            )
+        check_executor(self.executor)
 
     def _check_quanv_level(self) -> None:
         """The quanvolutional level exists and its patch stride covers every pixel there."""
