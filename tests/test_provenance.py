@@ -229,10 +229,7 @@ def git_has(obj: str) -> bool:
 
 # Known stale, each until the run named beside it replaces it; the test fails once a file here
 # is regenerated (strict xfail), so this list can only shrink.
-STALE: dict[str, str] = {
-    "results/metrics_real_vs_real.json": "the epoch-1 issue's real-vs-real floor at N = 1 000 "
-    "per dataset replaces it",
-}
+STALE: dict[str, str] = {}
 
 
 def known_stale(name: str) -> pytest.MarkDecorator | tuple:
