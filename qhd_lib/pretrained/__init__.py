@@ -34,7 +34,17 @@ class Pretrained:
     run: str  # the results/ directory of the run that made it (provenance, metrics)
 
 
-PRETRAINED: dict[tuple[str, str], Pretrained] = {}  # filled as the runs that make them finish
+PRETRAINED: dict[tuple[str, str], Pretrained] = {
+    # written by scripts/ship_pretrained.py from the EMA parameters at the run's last evaluation
+    ("mnist", "classical"): Pretrained(
+        "mnist",
+        "classical",
+        10,
+        "mnist_classical.msgpack",
+        "e7dccd42ebf24c365a67f6deea2138001398a48718f89c9f109be0de988c786a",
+        "results/epoch1/mnist_classical_seed42",
+    ),
+}
 
 
 def available() -> list[tuple[str, str]]:
