@@ -47,6 +47,7 @@ from qhd_lib.circuits.simulator import (
     Block,
     _apply_on_axes,
     _components,
+    check_arguments,
     encode,
     fuse_blocks,
     gate_matrix,
@@ -214,18 +215,7 @@ def simulate_noisy(
     n_qubits); jit with ``static_argnums=0``; differentiable in inputs, θ and both
     probabilities. With both probabilities 0 it equals `simulate` (to float32 rounding).
     """
-    inputs = jnp.asarray(inputs)
-    theta = jnp.asarray(theta)
-    if inputs.shape[-1:] != (ansatz.n_qubits,):
-        raise ValueError(
-            f"inputs have shape {inputs.shape}, but {ansatz.name} acts on {ansatz.n_qubits} "
-            f"qubits: the last axis must have {ansatz.n_qubits} values"
-        )
-    if theta.shape != (ansatz.n_params,):
-        raise ValueError(
-            f"theta has shape {theta.shape}, but {ansatz.name} with {ansatz.layers} layers has "
-            f"{ansatz.n_params} parameters: pass an array of shape ({ansatz.n_params},)"
-        )
+    inputs, theta = check_arguments(ansatz, inputs, theta)
     check_probability("p_depolarizing", p_depolarizing)
     check_probability("readout_error", readout_error)
     plans = compile_noisy_plan(ansatz)

@@ -662,12 +662,11 @@ def chunk_shape(n: int, limit: int | None = None) -> tuple[int, int]:
     return chunks, -(-n // chunks)
 
 
-def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.ndarray:
-    """⟨Z⟩ of every qubit after RX encoding of ``inputs`` and the ansatz (eq. 9).
-
-    ``inputs`` (..., n_qubits) raw values (channel-major), ``theta`` (n_params,). Returns
-    (..., n_qubits) in [-1, 1]. Jit with ``static_argnums=0``; differentiable in both arguments.
-    """
+def check_arguments(
+    ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``inputs`` and ``theta`` as arrays, refused with the fix when their shapes do not fit the
+    ansatz (shared by every executor of `simulate`'s contract)."""
     inputs = jnp.asarray(inputs)
     theta = jnp.asarray(theta)
     if inputs.shape[-1:] != (ansatz.n_qubits,):
@@ -680,6 +679,16 @@ def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.nda
             f"theta has shape {theta.shape}, but {ansatz.name} with {ansatz.layers} layers has "
             f"{ansatz.n_params} parameters: pass an array of shape ({ansatz.n_params},)"
         )
+    return inputs, theta
+
+
+def simulate(ansatz: Ansatz, inputs: jnp.ndarray, theta: jnp.ndarray) -> jnp.ndarray:
+    """⟨Z⟩ of every qubit after RX encoding of ``inputs`` and the ansatz (eq. 9).
+
+    ``inputs`` (..., n_qubits) raw values (channel-major), ``theta`` (n_params,). Returns
+    (..., n_qubits) in [-1, 1]. Jit with ``static_argnums=0``; differentiable in both arguments.
+    """
+    inputs, theta = check_arguments(ansatz, inputs, theta)
     lead = inputs.shape[:-1]
     flat = inputs.reshape(-1, ansatz.n_qubits).astype(jnp.float32)
     theta = theta.astype(jnp.float32)
