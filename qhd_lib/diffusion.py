@@ -12,13 +12,15 @@ Nothing here imports PennyLane or torch; every function is jit-able and batched 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
+
+from qhd_lib import sharding
 
 ApplyFn = Callable[..., jax.Array]
 """``apply_fn(params, x_t, t) -> eps_hat``: x float32 (B, H, W, C), t int32 (B,)."""
@@ -372,6 +374,7 @@ def sample(
     method: Literal["ddpm", "ddim"] = "ddpm",
     steps: int | None = None,
     chunk: int = 100,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jax.Array:
     """Draw ``shape[0]`` images in [-1, 1] by running the reverse process from x_T ~ N(0, I)
     (eq. 5).
@@ -386,27 +389,71 @@ def sample(
     chunks when ``progress`` is true. Results do not depend on ``chunk`` (step t draws its noise
     from ``fold_in(key, t)``). ``apply_fn`` is a static argument of the compiled chunk: pass the
     same function object (e.g. ``model.apply`` wrapped once) to avoid recompiling.
+
+    With a ``mesh`` (`qhd_lib.sharding.batch_mesh`) the images are split over its devices and
+    the parameters copied onto each; the images are those of one device, to float rounding.
+    """
+    x_T, key_steps = initial_noise(key, shape)
+    x, done = x_T, 0
+    n_steps = len(sampling_timesteps(schedule, method, steps))
+    with tqdm(total=n_steps, desc=f"{method} sampling", disable=not progress, leave=False) as bar:
+        for done_now, x in reverse_chunks(
+            schedule, apply_fn, params, x_T, key_steps, method, steps, chunk, mesh=mesh
+        ):
+            if progress:
+                x.block_until_ready()
+            bar.update(done_now - done)
+            done = done_now
+    return jnp.clip(x, -1.0, 1.0)
+
+
+def initial_noise(key: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """x_T ~ N(0, I) of shape ``shape`` drawn from ``key``, and the key of the reverse steps."""
+    key_init, key_steps = jax.random.split(key)
+    return jax.random.normal(key_init, shape, dtype=jnp.float32), key_steps
+
+
+def reverse_chunks(
+    schedule: Schedule,
+    apply_fn: ApplyFn,
+    params: object,
+    x: jax.Array,
+    key_steps: jax.Array,
+    method: str = "ddpm",
+    steps: int | None = None,
+    chunk: int = 100,
+    *,
+    first: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Iterator[tuple[int, jax.Array]]:
+    """The reverse process from ``x`` after ``first`` of its steps, one compiled ``lax.scan``
+    of ``chunk`` steps at a time: yields ``(steps done, x)`` after each chunk (unclipped).
+
+    Chunks start at multiples of ``chunk``, so a process stopped after a chunk and resumed from
+    its ``x`` with ``first`` = the steps done runs exactly the same computations as one that
+    never stopped. With a ``mesh`` the images are split over its devices.
     """
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive number of steps, got {chunk!r}")
     ts = sampling_timesteps(schedule, method, steps)
+    if first % chunk or not 0 <= first <= len(ts):
+        raise ValueError(
+            f"a resumed reverse process starts at a multiple of chunk = {chunk} steps within "
+            f"the {len(ts)} steps, got {first}"
+        )
     ts_prev = np.append(ts[1:], -1).astype(np.int32)
-    key_init, key_steps = jax.random.split(key)
-    x = jax.random.normal(key_init, shape, dtype=jnp.float32)
-    with tqdm(total=len(ts), desc=f"{method} sampling", disable=not progress, leave=False) as bar:
-        for start in range(0, len(ts), chunk):
-            sl = slice(start, start + chunk)
-            x = _run_chunk_jit(
-                schedule,
-                params,
-                x,
-                key_steps,
-                jnp.asarray(ts[sl]),
-                jnp.asarray(ts_prev[sl]),
-                apply_fn=apply_fn,
-                method=method,
-            )
-            if progress:
-                x.block_until_ready()
-            bar.update(len(ts[sl]))
-    return jnp.clip(x, -1.0, 1.0)
+    if mesh is not None:
+        x, params = sharding.shard_batch(x, mesh), sharding.replicate(params, mesh)
+    for start in range(first, len(ts), chunk):
+        sl = slice(start, start + chunk)
+        x = _run_chunk_jit(
+            schedule,
+            params,
+            x,
+            key_steps,
+            jnp.asarray(ts[sl]),
+            jnp.asarray(ts_prev[sl]),
+            apply_fn=apply_fn,
+            method=method,
+        )
+        yield start + len(ts[sl]), x

@@ -211,7 +211,7 @@ def cpu_model() -> str:
 
 
 def device_info(jax_devices: bool = True) -> dict[str, Any]:
-    """CPU model, core count, load average and (optionally) JAX's devices.
+    """CPU model, core count, load average and (optionally) JAX's devices and their number.
 
     Timings are comparable only where these agree; the load average says how shared the CPU was.
     """
@@ -225,6 +225,7 @@ def device_info(jax_devices: bool = True) -> dict[str, Any]:
         import jax
 
         info["jax_devices"] = [str(d) for d in jax.devices()]
+        info["jax_device_count"] = jax.device_count()  # a batch is split over all of them
     return info
 
 

@@ -5,10 +5,12 @@ The paper trains every network the same way (sec. 4.1): L2 noise-prediction loss
 weighting, Adam (lr 1e-3, β 0.9/0.99), an exponential moving average (EMA) of the parameters with a
 step-dependent rate, batch 128, 20 epochs. This module does exactly that with one jit-compiled train
 step, and adds what a reader needs to run it on a laptop: checkpoints that survive a kill, a NaN
-guard, a JSONL log and a progress bar.
+guard, a JSONL log and a progress bar. Where JAX sees several devices, every batch is split over
+them (`qhd_lib.sharding`: data parallel, parameters copied); with one, nothing changes.
 
 Reproducibility contract: the batch and the diffusion noise of step ``s`` are a pure function of
-``(seed, stream, s)``, so a run resumed from a checkpoint is identical to one that never stopped.
+``(seed, stream, s)``, so a run resumed from a checkpoint is identical to one that never stopped
+(also one stopped by a `qhd_lib.deadline.Deadline`, which it does only between logged blocks).
 
 Epochs are counted in images seen, as the released config does: ``20 · 60 000 / 128 = 9 375``
 steps exactly. Batches run through a stream of per-epoch permutations and may straddle an epoch
@@ -24,7 +26,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,13 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from qhd_lib import diffusion, io
-from qhd_lib.errors import RunStateError
+from qhd_lib import diffusion, io, sharding
+from qhd_lib.deadline import NO_DEADLINE, Deadline
+from qhd_lib.errors import ConfigError, RunStateError
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
 
 CHECKPOINT_FILE = "checkpoint.msgpack"
+SAVE_ALLOWANCE_S = 1.0  # what a checkpoint is taken to cost before one has been timed
 CONFIG_FILE = "train_config.json"
 LOG_FILE = "train_log.jsonl"
 
@@ -246,15 +250,21 @@ def _init_state_jit(params: Params, config: TrainConfig) -> TrainState:
 
 
 def make_train_step(
-    apply_fn: ApplyFn, schedule: diffusion.Schedule, config: TrainConfig
+    apply_fn: ApplyFn,
+    schedule: diffusion.Schedule,
+    config: TrainConfig,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
-    """One jit-compiled step: eq. 8 with P2 weighting (Sect. 4.1), its gradient, Adam, then EMA."""
+    """One jit-compiled step: eq. 8 with P2 weighting (Sect. 4.1), its gradient, Adam, then EMA.
+
+    With a ``mesh`` (`qhd_lib.sharding.batch_mesh`) the batch comes split over its devices and
+    the state stays a copy on each: XLA sums the gradients across them.
+    """
     optimizer = make_optimizer(config)
 
     def loss_of(params: Params, x0: jax.Array, key: jax.Array) -> jax.Array:
         return diffusion.loss_fn(schedule, apply_fn, params, x0, key, config.p2_gamma, config.p2_k)
 
-    @jax.jit
     def train_step(
         state: TrainState, x0: jax.Array, key: jax.Array
     ) -> tuple[TrainState, jax.Array]:
@@ -264,7 +274,10 @@ def make_train_step(
         ema_params = ema_update(state.ema_params, params, ema_keep_fraction(state.step, config))
         return TrainState(state.step + 1, params, ema_params, opt_state), loss
 
-    return train_step
+    if mesh is None:
+        return jax.jit(train_step)
+    copies, split = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(train_step, in_shardings=(copies, split, copies), out_shardings=copies)
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +427,7 @@ class TrainResult:
     wall_s: float
     step_times_s: list[float]
     run_dir: Path | None
+    devices: int
 
     @property
     def median_step_s(self) -> float | None:
@@ -461,6 +475,8 @@ def train(
     init: Params | None = None,
     snapshot_steps: Iterable[int] = (),
     progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> TrainResult:
     """Train ``model`` on ``images`` (float32 (N, 28, 28, 1) in [-1, 1]) following ``config``.
 
@@ -469,11 +485,19 @@ def train(
     EMA parameters are saved after each step in ``snapshot_steps``, and an existing checkpoint is
     resumed from. ``init`` replaces the random initial parameters (transfer learning).
     A NaN/Inf loss raises :class:`TrainingDiverged` and leaves the last good checkpoint in place.
+    Each batch is split over ``devices`` (default: every device JAX sees; its size must divide
+    by their number), the state copied onto each; the result does not depend on how many.
+    Before a block of ``log_every`` steps that would run past ``deadline`` (judged by the last
+    block), the state is checkpointed and :class:`~qhd_lib.deadline.DeadlineReached` raised.
     """
+    if deadline.at is not None and run_dir is None:
+        raise ConfigError("training to a deadline needs a run_dir to checkpoint into")
     images = np.asarray(images, np.float32)
     n_images = len(images)
     total = config.total_steps(n_images)
-    train_step, loss_of = _compiled_functions(model, _compile_key(config))
+    mesh = sharding.batch_mesh(devices)
+    sharding.check_divides(config.batch_size, mesh, "train.batch_size (--batch-size)")
+    train_step, loss_of = _compiled_functions(model, _compile_key(config), mesh)
 
     def fresh_state() -> TrainState:
         params = init if init is not None else init_params(model, config.seed, images.shape[1:])
@@ -495,6 +519,7 @@ def train(
         else:
             io.write_json(run_path / CONFIG_FILE, _config_dict(config))
             log_path.write_text("")
+    state = sharding.replicate(state, mesh)
     start = int(state.step)
     snapshots = {int(s) for s in snapshot_steps if 0 < int(s) <= total}
 
@@ -506,12 +531,13 @@ def train(
 
     step_times: list[float] = []
     losses: list[float] = []
-    t_start = time.perf_counter()
+    t_start, block_start = time.perf_counter(), time.monotonic()
+    save_s = SAVE_ALLOWANCE_S
     log_file = open(log_path, "a") if log_path is not None else None
     try:
         for step in range(start, total):
             idx = batch_indices(config.seed, config.stream, step, n_images, config.batch_size)
-            x0 = jnp.asarray(images[idx])
+            x0 = sharding.shard_batch(images[idx], mesh)
             key = step_key(config.seed, config.stream, step)
             t0 = time.perf_counter()
             state, loss = train_step(state, x0, key)
@@ -546,13 +572,14 @@ def train(
                 if done in snapshots:
                     save_params(snapshot_path(run_path, done), state.ema_params)
                 if done % config.checkpoint_every == 0 or done == total:
-                    if not _all_finite(state.params):
-                        raise TrainingDiverged(
-                            f"parameters are not finite at step {done}; "
-                            f"kept the last good checkpoint {ckpt}. "
-                            "Try a lower learning rate and check the data."
-                        )
-                    save_checkpoint(ckpt, state)
+                    save_s = _save_finite(ckpt, state, done)
+                if done % config.log_every == 0 and done < total:
+                    block_s, block_start = time.monotonic() - block_start, time.monotonic()
+                    need = block_s + save_s  # the next block, then its checkpoint
+                    if not deadline.allows(need):
+                        if done % config.checkpoint_every:
+                            _save_finite(ckpt, state, done)
+                        deadline.check(need, f"training at step {done} of {total}")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -561,7 +588,23 @@ def train(
             log_file.close()
         if bar is not None:
             bar.close()
-    return TrainResult(state, total, start, time.perf_counter() - t_start, step_times, run_path)
+    wall_s = time.perf_counter() - t_start
+    return TrainResult(
+        state, total, start, wall_s, step_times, run_path, sharding.device_count(mesh)
+    )
+
+
+def _save_finite(ckpt: Path, state: TrainState, done: int) -> float:
+    """Checkpoint ``state`` unless its parameters are not finite; returns the seconds it took."""
+    if not _all_finite(state.params):
+        raise TrainingDiverged(
+            f"parameters are not finite at step {done}; "
+            f"kept the last good checkpoint {ckpt}. "
+            "Try a lower learning rate and check the data."
+        )
+    t0 = time.monotonic()
+    save_checkpoint(ckpt, state)
+    return time.monotonic() - t0
 
 
 def _compile_key(config: TrainConfig) -> TrainConfig:
@@ -573,9 +616,10 @@ def _compile_key(config: TrainConfig) -> TrainConfig:
 
 @functools.lru_cache(maxsize=8)
 def _compiled_functions(
-    model: nn.Module, config: TrainConfig
+    model: nn.Module, config: TrainConfig, mesh: jax.sharding.Mesh | None = None
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The jit-compiled train step and loss of ``model`` (cached: resumes and reruns reuse them)."""
+    """The jit-compiled train step and loss of ``model`` (cached: resumes and reruns reuse them),
+    the step split over ``mesh``'s devices when there is one."""
     apply_fn = make_apply_fn(model)
     schedule = diffusion.make_schedule(config.beta_schedule, config.timesteps)
 
@@ -583,7 +627,7 @@ def _compiled_functions(
     def loss_of(params: Params, x0: jax.Array, key: jax.Array) -> jax.Array:
         return diffusion.loss_fn(schedule, apply_fn, params, x0, key, config.p2_gamma, config.p2_k)
 
-    return make_train_step(apply_fn, schedule, config), loss_of
+    return make_train_step(apply_fn, schedule, config, mesh), loss_of
 
 
 def _saved_step(ckpt: Path | None) -> int | str:

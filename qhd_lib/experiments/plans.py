@@ -260,3 +260,33 @@ def plan(name: str, dataset: str | None = None) -> Plan:
     comparisons = tuple(c for c in found.comparisons if set(c.runs) <= kept)
     analyses = tuple(a for a in found.analyses if dataset in a)
     return dataclasses.replace(found, runs=runs, comparisons=comparisons, analyses=analyses)
+
+
+# The paper plan's seed-42 columns in the order a GPU campaign makes them, cheap ones first.
+CAMPAIGN_COLUMNS = (
+    "classical",
+    "1hqconv",
+    "7hqconv",
+    "fullhqconv",
+    "1fqconv_transfer",
+    "classical_transfer",
+    "quanvunet",
+)
+
+
+def campaign_runs() -> tuple[PlannedRun, ...]:
+    """The paper plan in the order a GPU campaign makes it (`qhd_lib.experiments.campaign`):
+    MNIST before Fashion-MNIST; per dataset classical, 1HQConv, 7HQConv, FullHQConv, the
+    transfer run and its classical → classical control, QuanvU-Net (the dearest circuits);
+    then seeds 43 and 44 of classical and the best hybrid; then the released code's twins."""
+    by_name = {r.out.rsplit("/", 1)[1]: r for r in PLANS["paper"].runs}
+    names = []
+    for dataset in ("mnist", "fashion_mnist"):
+        names += [f"{dataset}_{column}_seed42" for column in CAMPAIGN_COLUMNS]
+        names += [
+            f"{dataset}_{m}_seed{seed}"
+            for seed in (43, 44)
+            for m in ("classical", PAPER_BEST[dataset])
+        ]
+        names += [f"{dataset}_{m}_released_seed42" for m in HYBRIDS]
+    return tuple(by_name[name] for name in names)

@@ -2,12 +2,15 @@
 
 :func:`run` writes ``out/run.json`` (`records`) after every stage, so a killed run loses at most
 the stage it was in: rerunning resumes training from its last checkpoint, keeps finished
-evaluations and, with ``sampling.chunk``, resumes sampling at its next chunk.
+evaluations and, with ``sampling.chunk``, resumes sampling at its next chunk. With ``deadline_s``
+an invocation stops, saved, before a unit of work would run past it (`qhd_lib.deadline`), records
+the status ``stopped``, and the next one resumes to the numbers of a run that never stopped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import jax
 import numpy as np
 
 from qhd_lib import data, io, models, pretrained, provenance, train
+from qhd_lib.deadline import NO_DEADLINE, Deadline, DeadlineReached
 from qhd_lib.errors import ConfigError, DataError, RunStateError
 from qhd_lib.experiments import scoring
 from qhd_lib.experiments.config import VERTEX_SCOPES, RunConfig
@@ -43,15 +47,6 @@ def training_images(config: RunConfig) -> np.ndarray:
     return data.to_model_range(images)
 
 
-def _refuse_unimplemented(config: RunConfig) -> None:
-    """Settings the tree holds for coming work but this runner cannot honour yet."""
-    if config.deadline_s is not None:
-        raise ConfigError(
-            "deadline_s is not implemented by the runner yet; leave it unset and "
-            "use sampling.chunk to make sampling resumable"
-        )
-
-
 def run(
     config: RunConfig,
     out: str | Path,
@@ -66,7 +61,7 @@ def run(
     the repository's ``results/`` needs a clean tree unless ``allow_dirty`` (recorded).
     """
     out = Path(out)
-    _refuse_unimplemented(config)
+    deadline = Deadline(config.deadline_s)
     provenance.check_clean_for(out, allow_dirty)
     previous = read_run(out)
     if previous is not None and _identity(previous["config"]) != config.identity():
@@ -87,9 +82,32 @@ def run(
         "status": "training",
     }
     io.write_json(out / RUN_FILE, record)
+    try:
+        _train_and_evaluate(config, out, record, previous, progress, deadline)
+    except DeadlineReached as stop:
+        record["status"], record["stopped"] = "stopped", str(stop)
+        record["wall_s_this_invocation"] = record["provenance"]["wall_s"] = time.perf_counter() - t0
+        io.write_json(out / RUN_FILE, record)
+        return record
+    record["status"] = "complete"
+    record["finished"] = _now()
+    record["wall_s_this_invocation"] = record["provenance"]["wall_s"] = time.perf_counter() - t0
+    io.write_json(out / RUN_FILE, record)
+    return record
+
+
+def _train_and_evaluate(
+    config: RunConfig,
+    out: Path,
+    record: dict[str, Any],
+    previous: dict[str, Any] | None,
+    progress: bool,
+    deadline: Deadline,
+) -> None:
+    """The stages of :func:`run`, each written into ``record`` (and run.json) when it is done."""
     images = training_images(config)
     record["train_images_used"] = len(images)
-    record["train"] = _train_phases(config, out, images, progress)
+    record["train"] = _train_phases(config, out, images, progress, deadline)
     record["params"] = record["train"].pop("params")
     record["trainable_params"] = record["train"].pop("trainable_params")
     record["status"] = "evaluating"
@@ -100,15 +118,10 @@ def run(
     record["evaluations"] = []
     for epoch, step in record["train"]["snapshots"].items():
         entry = done.get(float(epoch)) or _evaluate_epoch(
-            config, out, model, float(epoch), step, progress
+            config, out, model, float(epoch), step, progress, deadline
         )
         record["evaluations"].append(entry)
         io.write_json(out / RUN_FILE, record)
-    record["status"] = "complete"
-    record["finished"] = _now()
-    record["wall_s_this_invocation"] = record["provenance"]["wall_s"] = time.perf_counter() - t0
-    io.write_json(out / RUN_FILE, record)
-    return record
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +135,11 @@ def _leaf(tree: Any, path: tuple[str, ...]) -> Any:
 
 
 def _train_phases(
-    config: RunConfig, out: Path, images: np.ndarray, progress: bool
+    config: RunConfig,
+    out: Path,
+    images: np.ndarray,
+    progress: bool,
+    deadline: Deadline = NO_DEADLINE,
 ) -> dict[str, Any]:
     """Train (or resume) the run's network; with transfer learning, first get the source's
     parameters (trained here, or read from a file)."""
@@ -131,7 +148,7 @@ def _train_phases(
     transfer, epochs, info = config.train.transfer, config.train.epochs, {}
     init, seed, stream = None, config.seed, 0
     if transfer is not None:
-        source_params, info["transfer"] = _transfer_source(config, out, images, progress)
+        source_params, info["transfer"] = _transfer_source(config, out, images, progress, deadline)
         seed = config.sampling_seed
         fresh_modules = VERTEX_SCOPES[transfer.fresh]
         init, copied, fresh = train.transfer_params(
@@ -157,6 +174,7 @@ def _train_phases(
         init=init,
         snapshot_steps=snapshots.values(),
         progress=progress,
+        deadline=deadline,
     )
     info.update(
         {
@@ -165,6 +183,7 @@ def _train_phases(
             "wall_s": result.wall_s,
             "median_step_s": result.median_step_s,
             "steps_timed": len(result.step_times_s),
+            "devices": result.devices,
             "snapshots": {f"{e:g}": s for e, s in snapshots.items()},
             "params": models.count_params(result.state.params),
             "trainable_params": train.trainable_count(result.state.params, config.train.frozen),
@@ -219,7 +238,7 @@ def transfer_layout(config: RunConfig) -> dict[str, tuple[int, int]]:
 
 
 def _transfer_source(
-    config: RunConfig, out: Path, images: np.ndarray, progress: bool
+    config: RunConfig, out: Path, images: np.ndarray, progress: bool, deadline: Deadline
 ) -> tuple[train.Params, dict[str, Any]]:
     """The source network's parameters for transfer learning, and what to record about them."""
     transfer = config.train.transfer
@@ -257,6 +276,7 @@ def _transfer_source(
         config.train_config(transfer.source_epochs),
         out / SOURCE_DIR,
         progress=progress,
+        deadline=deadline,
     )
     info.update(
         {
@@ -271,6 +291,9 @@ def _transfer_source(
     return source.state.params, info
 
 
+NO_MATPLOTLIB = "matplotlib is not installed here; a grid is drawn where the samples are scored"
+
+
 def _epoch_label(epoch: float) -> str:
     return f"{epoch:g}".replace(".", "p")
 
@@ -282,26 +305,36 @@ def _sampling_text(config: RunConfig) -> str:
 
 
 def _evaluate_epoch(
-    config: RunConfig, out: Path, model: Any, epoch: float, step: int, progress: bool
+    config: RunConfig,
+    out: Path,
+    model: Any,
+    epoch: float,
+    step: int,
+    progress: bool,
+    deadline: Deadline,
 ) -> dict[str, Any]:
     params = train.load_params(train.snapshot_path(out / TRAIN_DIR, step))
     label = _epoch_label(epoch)
     t = time.perf_counter()
     images = draw_for_run(
-        model, params, config, config.evaluation.samples, out / f"chunks_epoch{label}", progress
+        model,
+        params,
+        config,
+        config.evaluation.samples,
+        out / f"chunks_epoch{label}",
+        progress,
+        deadline,
     )
     sampling_s = time.perf_counter() - t
     npz = io.save_images(out / f"samples_epoch{label}.npz", images)
-    png = save_grid(
-        out / f"samples_epoch{label}.png",
-        images,
-        f"{config.model.name}, {config.data.dataset}, epoch {epoch:g}",
-    )
-    entry: dict[str, Any] = {
+    entry: dict[str, Any] = {"grid_png": None, "grid_skipped": NO_MATPLOTLIB}
+    if importlib.util.find_spec("matplotlib") is not None:
+        title = f"{config.model.name}, {config.data.dataset}, epoch {epoch:g}"
+        entry = {"grid_png": save_grid(out / f"samples_epoch{label}.png", images, title).name}
+    entry |= {
         "epoch": epoch,
         "step": step,
         "samples_file": npz.name,
-        "grid_png": png.name,
         "n_samples": len(images),
         "sampling_wall_s": sampling_s,
         "sampling": _sampling_text(config),

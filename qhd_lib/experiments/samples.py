@@ -2,7 +2,8 @@
 
 The noise of batch ``i`` depends only on the sampling seed and ``i`` (:func:`sampling_key`), so
 every evaluation epoch of a run — and every model of one seed — starts from the same noise, and
-images drawn in chunks equal images drawn at once. :func:`sample_from_run` draws from a finished
+images drawn in chunks equal images drawn at once. Every batch is split over the devices JAX
+sees (`qhd_lib.sharding`; nothing changes with one). :func:`sample_from_run` draws from a finished
 run's parameters into a file (`qhd_lib.experiments.scoring` scores it, possibly elsewhere).
 """
 
@@ -10,21 +11,26 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-from qhd_lib import diffusion, io, models, provenance, train
+from qhd_lib import diffusion, io, models, provenance, sharding, train
+from qhd_lib.deadline import NO_DEADLINE, Deadline
 from qhd_lib.errors import ConfigError, RunStateError
 from qhd_lib.experiments.config import RunConfig
 from qhd_lib.experiments.overrides import config_from_dict, override
 from qhd_lib.experiments.records import RUN_FILE, TRAIN_DIR, read_run
 
 IMAGE_SHAPE = (28, 28, 1)
+STEPS_PER_CHUNK = 100  # reverse steps per compiled scan: the unit a deadline stops between
+PARTIAL_FILE = "partial.npz"  # a sample chunk stopped by a deadline, in its chunk folder
 
 
 def sampling_key(seed: int, batch_index: int) -> jax.Array:
@@ -56,25 +62,82 @@ def draw_samples(
     beta_schedule: str = "cosine",
     first_batch: int = 0,
     progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
+    partial: Path | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> np.ndarray:
     """``n`` images in [-1, 1], in batches numbered from ``first_batch``: ancestral DDPM over all
-    ``timesteps`` steps (the paper), or DDIM over ``steps`` (faster, for demos)."""
+    ``timesteps`` steps (the paper), or DDIM over ``steps`` (faster, for demos). Each batch is
+    split over ``devices`` (default: all JAX sees), so ``batch`` and ``n`` must divide by their
+    number.
+
+    Before a chunk of `STEPS_PER_CHUNK` reverse steps that would run past ``deadline`` (judged by
+    the last chunk), the finished batches and the current one's ``x_t`` are saved to ``partial``
+    and :class:`~qhd_lib.deadline.DeadlineReached` is raised; the same call resumes from that file
+    to the images of a call that never stopped.
+    """
+    if deadline.at is not None and partial is None:
+        raise ConfigError("sampling to a deadline needs a partial file to save into")
     schedule = diffusion.make_schedule(beta_schedule, timesteps)
-    out = []
+    n_steps = len(diffusion.sampling_timesteps(schedule, sampler, steps))
+    mesh = sharding.batch_mesh(devices)
+    sharding.check_divides(batch, mesh, "sampling.batch (--sample-batch)")
+    sharding.check_divides(n, mesh, "the number of samples (evaluation.samples, --samples)")
+    call = np.asarray([first_batch, n, batch])
+    finished, resume = _read_partial(partial, call)
+    out = [finished]
     for i, start in enumerate(range(0, n, batch), start=first_batch):
-        size = min(batch, n - start)
-        x = diffusion.sample(
-            schedule,
-            _apply_fn(model),
-            params,
-            sampling_key(seed, i),
-            (size, *IMAGE_SHAPE),
-            progress=progress,
-            method=sampler,
-            steps=steps,
+        if start < len(finished):
+            continue
+        x, key_steps = diffusion.initial_noise(
+            sampling_key(seed, i), (min(batch, n - start), *IMAGE_SHAPE)
         )
-        out.append(np.asarray(x))
+        first = 0
+        if resume is not None:  # the batch that a deadline stopped
+            first, x, resume = int(resume["done"]), resume["x"], None
+        t0 = time.monotonic()
+        with tqdm(
+            total=n_steps, initial=first, desc=f"{sampler} sampling", disable=not progress,
+            leave=False,
+        ) as bar:  # fmt: skip
+            for done, x_t in diffusion.reverse_chunks(
+                schedule, _apply_fn(model), params, x, key_steps, sampler, steps,
+                STEPS_PER_CHUNK, first=first, mesh=mesh,
+            ):  # fmt: skip
+                bar.update(done - bar.n)
+                chunk_s, t0 = time.monotonic() - t0, time.monotonic()
+                need = chunk_s + train.SAVE_ALLOWANCE_S
+                if done < n_steps and not deadline.allows(need):
+                    _write_partial(partial, call, np.concatenate(out), done, x_t)
+                    deadline.check(need, f"sampling at step {done} of {n_steps}, batch {i}")
+        out.append(np.asarray(jnp.clip(x_t, -1.0, 1.0)))
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     return np.concatenate(out)
+
+
+def _write_partial(
+    partial: Path, call: np.ndarray, finished: np.ndarray, done: int, x: jax.Array
+) -> None:
+    """Save a stopped :func:`draw_samples` call: its finished images and the batch in progress."""
+    buffer = BytesIO()
+    np.savez(buffer, call=call, finished=finished, done=done, x=np.asarray(x))
+    io.write_bytes(partial, buffer.getvalue())
+
+
+def _read_partial(
+    partial: Path | None, call: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """The finished images and the batch in progress that ``partial`` holds for ``call`` (first
+    batch, n, batch size); none of either when it holds another call's or does not exist."""
+    nothing = np.zeros((0, *IMAGE_SHAPE), np.float32)
+    if partial is None or not partial.exists():
+        return nothing, None
+    with np.load(partial) as saved:
+        found = {k: saved[k] for k in saved.files}
+    if not np.array_equal(found["call"], call):
+        return nothing, None
+    return found["finished"], found
 
 
 def draw_for_run(
@@ -84,11 +147,15 @@ def draw_for_run(
     n: int,
     chunk_dir: Path | None = None,
     progress: bool = True,
+    deadline: Deadline = NO_DEADLINE,
 ) -> np.ndarray:
     """A run's ``n`` samples as uint8 (N, 28, 28), its sampler and seed; with
     ``config.sampling.chunk`` each chunk is saved under ``chunk_dir`` as it is finished and
-    reused on the next call, so a killed evaluation resumes where it stopped."""
+    reused on the next call, so a killed evaluation resumes where it stopped. With a
+    ``deadline`` (which needs ``chunk_dir``; chunks default to one batch) a chunk that would
+    run past it is saved at a step and the next call resumes it there (:func:`draw_samples`)."""
     s = config.sampling
+    chunk = s.chunk or (s.batch if deadline.at is not None else None)
 
     def draw(count: int, first_batch: int) -> np.ndarray:
         images = draw_samples(
@@ -103,24 +170,29 @@ def draw_for_run(
             beta_schedule=config.diffusion.beta_schedule,
             first_batch=first_batch,
             progress=progress,
+            partial=None if chunk_dir is None else chunk_dir / PARTIAL_FILE,
+            deadline=deadline,
         )
         return io.to_uint8(images)
 
-    if s.chunk is None or chunk_dir is None:
+    if chunk is None or chunk_dir is None:
         return draw(n, 0)
     parts = []
-    for c in range(math.ceil(n / s.chunk)):
+    for c in range(math.ceil(n / chunk)):
         path = chunk_dir / f"chunk{c:05d}.npz"
         if not path.exists():
-            start = c * s.chunk
-            io.save_images(path, draw(min(s.chunk, n - start), start // s.batch))
+            start = c * chunk
+            io.save_images(path, draw(min(chunk, n - start), start // s.batch))
         parts.append(io.load_images(path))
     return np.concatenate(parts)
 
 
 def save_grid(path: str | Path, images: np.ndarray, title: str, n: int = 64) -> Path:
     """A PNG grid of the first ``n`` samples, 16 a row (a bare `Figure`: no pyplot, no backend
-    switch, so a notebook's plotting backend stays as it was)."""
+    switch, so a notebook's plotting backend stays as it was; matplotlib is imported here, as a
+    machine that only trains and samples may lack it)."""
+    from matplotlib.figure import Figure
+
     pixels = io.to_uint8(images)[:n]
     ncols = min(16, len(pixels))
     nrows = math.ceil(len(pixels) / ncols)
