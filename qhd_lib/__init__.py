@@ -9,9 +9,12 @@ One module per concept, each importable on its own (importing ``qhd_lib`` loads 
 - ``qhd_lib.circuits``    ansätze as gate lists, a fast exact JAX simulator, the PennyLane reference
 - ``qhd_lib.models``      the U-Net and its hybrids (QVU-Net, QuanvU-Net), paper configurations
 - ``qhd_lib.train``       Adam + EMA + checkpoints + transfer learning
+- ``qhd_lib.sharding``    data parallel over every device JAX sees (nothing changes on one)
+- ``qhd_lib.deadline``    stopping long work, saved, before a deadline (GPU slots)
 - ``qhd_lib.metrics``     FID / KID / IS with offline Inception weights
 - ``qhd_lib.io``          every file written: atomic bytes and JSON, uint8 image archives
 - ``qhd_lib.provenance``  command, commit, device and versions beside every result
+- ``qhd_lib.exec_times``  each chapter's run time, read from the executed notebooks
 - ``qhd_lib.experiments`` runs as config trees: train, sample, measure, record in ``results/``
 - ``qhd_lib.plotting``    figures in the book's one style
 - ``qhd_lib.widgets``     the interactive cells of the chapters

@@ -2,49 +2,52 @@
 
 For each HTML page of the build (``$QHD_BOOK_HTML``, default ``_build/html``) it checks that no
 JavaScript error or failed resource load happens, that every image loaded, that every equation was
-typeset by MathJax (no raw TeX, no MathJax error), that every widget rendered, and that every link
-to the book itself reaches an existing page and anchor; external links are only checked to be well
-formed (the network is closed). A full-page screenshot of each page goes to ``screenshots/`` next
-to the HTML folder (``_build/screenshots``) for a person to look at.
+typeset by MathJax (no raw TeX, no MathJax error), that every Jupyter widget rendered, and that
+every link to the book itself reaches an existing page and anchor; external links are only checked
+to be well formed (the network is closed). Every kernel-free widget (`qhd_lib.sphinx_explorers`)
+must respond: changing each of its selectors shows other pictures (or another text), all loaded.
+A full-page screenshot of each page goes to ``screenshots/`` next to the HTML folder
+(``_build/screenshots``) for a person to look at.
 
-The pages load MathJax, require.js and the Jupyter widget manager from CDNs that are unreachable
-here, so the local server rewrites those URLs to the same npm packages, fetched once with
-``npm pack`` into ``<user cache>/qhd-book/cdn``; Chromium resolves no other host than 127.0.0.1.
-Chromium is Debian's ``chromium`` (``$QHD_CHROMIUM`` to use another binary), driven through the
-DevTools protocol with ``websocket-client``.
+The browser asks for everything at ``http://book.test/``, answered from the HTML folder, and the
+pages' CDN scripts (MathJax; require.js and the Jupyter widget manager where a page has widgets)
+are answered from the same npm packages, fetched once with ``npm pack`` into
+``<user cache>/qhd-book/cdn``; any other request is refused. Chromium is Debian's ``chromium``
+(``$QHD_CHROMIUM`` to use another binary), driven by Playwright, which downloads no browser here.
 
-Skipped when the book is not built; when Chromium or npm is missing it is skipped on a
+Skipped when the book is not built; when Chromium, Playwright or npm is missing it is skipped on a
 developer's machine and fails in CI (``CI`` set), where they must be installed.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
-import http.server
-import io
+import importlib.util
 import json
+import mimetypes
 import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
 
+from qhd_lib.widgets import EXPLORERS
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Route
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML_DIR = Path(os.environ.get("QHD_BOOK_HTML", ROOT / "_build" / "html")).resolve()
 SCREENSHOT_DIR = HTML_DIR.parent / "screenshots"
-PAGE_TIMEOUT_S = 60.0
-VIEWPORT = (1280, 900)
+BASE_URL = "http://book.test/"
+PAGE_TIMEOUT_MS = 60_000
+VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16_000  # Chromium cannot capture taller images in one piece
 
 #: CDN URL prefixes in the built pages and the npm package (name@version-or-range) that serves them.
@@ -53,7 +56,6 @@ CDNJS_REQUIREJS = re.compile(
     r"https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/([\d.]+)/require\.min\.js"
 )
 INTEGRITY = re.compile(r'\s(?:integrity|crossorigin)="[^"]*"')
-
 
 #: Messages the browser shows for every Jupyter Book 1.x site, harmless and not ours to fix.
 KNOWN_HARMLESS = {
@@ -95,7 +97,7 @@ def require(condition: bool, reason: str) -> None:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
 
 
-# --- the local mirror of the CDN packages --------------------------------------------------------
+# --- what the browser is answered ----------------------------------------------------------------
 
 
 def cdn_packages(pages: list[str]) -> set[str]:
@@ -138,183 +140,36 @@ def npm_mirror(specs: set[str]) -> Path:
     return mirror
 
 
-def rewrite_cdn_urls(html: str) -> str:
-    """Point the page's CDN scripts at ``/_cdn/<package>/`` and drop their SRI attributes.
-
-    npm ships require.js unminified, so the cdnjs file's integrity hash cannot match.
-    """
-    html = re.sub(
-        r"<script[^>]*>",
-        lambda tag: INTEGRITY.sub("", tag[0]) if "https://" in tag[0] else tag[0],
-        html,
-    )
-    html = CDNJS_REQUIREJS.sub(r"/_cdn/requirejs@\1/require.js", html)
-    html = JSDELIVR_NPM.sub(r"/_cdn/\1/", html)
-    return html.replace(
-        'data-jupyter-widgets-cdn="https://cdn.jsdelivr.net/npm/"',
-        'data-jupyter-widgets-cdn="/_cdn/"',
-    )
+def local_file(url: str, mirror: Path) -> Path | None:
+    """The file that answers ``url``: from the book, from the npm mirror, or None (refused)."""
+    if url.startswith(BASE_URL):
+        root, path = HTML_DIR, unquote(urlsplit(url).path).removeprefix("/")
+        path = path + "index.html" if path == "" or path.endswith("/") else path
+    elif match := JSDELIVR_NPM.match(url):
+        root, path = mirror, match[1] + "/" + urlsplit(url[match.end() :]).path
+    elif match := CDNJS_REQUIREJS.match(url):
+        root, path = mirror, f"requirejs@{match[1]}/require.js"
+    else:
+        return None
+    file = (root / path).resolve()
+    return file if file.is_relative_to(root) else None
 
 
-class BookHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the HTML folder, with CDN URLs rewritten, and the npm mirror under ``/_cdn/``."""
-
-    mirror: Path
-
-    def send_head(self):  # type: ignore[override]
-        path = unquote(urlsplit(self.path).path)
-        if path.startswith("/_cdn/"):
-            file = (self.mirror / path.removeprefix("/_cdn/")).resolve()
-            if not file.is_relative_to(self.mirror) or not file.is_file():
-                self.send_error(404, f"not in the npm mirror: {path}")
-                return None
-            return self._send(file.read_bytes(), self.guess_type(str(file)))
-        local = Path(self.translate_path(self.path))
-        if local.is_dir():
-            local = local / "index.html"
-        if local.suffix == ".html" and local.is_file():
-            return self._send(
-                rewrite_cdn_urls(local.read_text(encoding="utf-8")).encode(),
-                "text/html; charset=utf-8",
-            )
-        return super().send_head()
-
-    def _send(self, body: bytes, content_type: str) -> io.BytesIO:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        return io.BytesIO(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-# --- a minimal DevTools protocol client ----------------------------------------------------------
-
-
-class DevTools:
-    """Commands and events over Chromium's browser WebSocket (flattened sessions)."""
-
-    def __init__(self, url: str):
-        import websocket
-
-        self.timeout_error = websocket.WebSocketTimeoutException
-        self.ws = websocket.create_connection(url, timeout=PAGE_TIMEOUT_S, suppress_origin=True)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, session: str | None = None, **params: object) -> dict:
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        self.ws.send(json.dumps(message))
-        while True:
-            reply = json.loads(self.ws.recv())
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply["result"]
-            self.events.append(reply)
-
-    def wait_for(self, method: str, session: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(
-            e.get("method") == method and e.get("sessionId") == session for e in self.events
-        ):
-            self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                self.events.append(json.loads(self.ws.recv()))
-            except self.timeout_error:
-                raise TimeoutError(f"no {method} within {timeout} s") from None
-            finally:
-                self.ws.settimeout(PAGE_TIMEOUT_S)
-
-    def evaluate(self, session: str, expression: str) -> object:
-        result = self.call(
-            "Runtime.evaluate",
-            session,
-            expression=expression,
-            awaitPromise=True,
-            returnByValue=True,
-            timeout=PAGE_TIMEOUT_S * 1000,
-        )
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[DevTools]:
-    """Headless Chromium with an empty profile, no background traffic and no host but 127.0.0.1."""
-    binary = (
-        os.environ.get("QHD_CHROMIUM")
-        or shutil.which("chromium")
-        or shutil.which("chromium-browser")
-    )
-    require(binary is not None, "Chromium is not installed; on Debian: apt-get install -y chromium")
-    with tempfile.TemporaryDirectory(prefix="qhd-chromium-") as profile:
-        command = [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--mute-audio",
-            "--no-default-browser-check",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ]
-        with open(Path(profile) / "chromium.log", "w") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + PAGE_TIMEOUT_S
-            while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_text = (Path(profile) / "chromium.log").read_text()[-2000:]
-                    pytest.fail(f"Chromium did not start ({' '.join(command)}):\n{log_text}")
-                time.sleep(0.1)
-            port, path = port_file.read_text().split()
-            devtools = DevTools(f"ws://127.0.0.1:{port}{path}")
-            try:
-                yield devtools
-            finally:
-                devtools.ws.close()
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@contextlib.contextmanager
-def serve(mirror: Path) -> Iterator[str]:
-    """Serve the book on a free port of 127.0.0.1; yield its base URL."""
-    handler = functools.partial(
-        type("Handler", (BookHandler,), {"mirror": mirror.resolve()}), directory=str(HTML_DIR)
-    )
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}/"
-        finally:
-            server.shutdown()
-            thread.join()
+def answer(route: Route, mirror: Path) -> None:
+    """Answer one request of the browser from disk; HTML loses its scripts' SRI attributes (npm
+    ships require.js unminified, so the cdnjs file's integrity hash cannot match)."""
+    file = local_file(route.request.url, mirror)
+    if file is None:
+        route.abort("blockedbyclient")
+    elif not file.is_file():
+        route.fulfill(status=404, body=f"no such file: {route.request.url}")
+    elif file.suffix == ".html":
+        text = file.read_text(encoding="utf-8")
+        html = re.sub(r"<script[^>]*>", lambda tag: INTEGRITY.sub("", tag[0]), text)
+        route.fulfill(body=html, content_type="text/html; charset=utf-8")
+    else:
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        route.fulfill(body=file.read_bytes(), content_type=kind)
 
 
 # --- visiting a page -----------------------------------------------------------------------------
@@ -356,6 +211,31 @@ SETTLE_AND_REPORT = """
 })()
 """
 
+#: What a kernel-free widget shows now: its pictures (once loaded) and its text.
+EXPLORER_VIEW = """
+async root => {
+  const images = Array.from(root.querySelectorAll('.qhd-explorer-view img'));
+  await Promise.all(images.map(img => img.decode().catch(() => null)));
+  return {
+    shown: images.map(img => img.getAttribute('src'))
+      .concat(Array.from(root.querySelectorAll('.qhd-explorer-view pre'), p => p.textContent)),
+    broken: images.filter(img => img.naturalWidth === 0).map(img => img.src),
+  };
+}
+"""
+
+
+@dataclass
+class SelectorChange:
+    """One selector of a kernel-free widget set to another value, and the views before and
+    after."""
+
+    explorer: str
+    control: str
+    before: list[str]
+    after: list[str]
+    broken_images: list[str]
+
 
 @dataclass
 class PageReport:
@@ -372,64 +252,60 @@ class PageReport:
     ids: set[str] = field(default_factory=set)
     links: list[str] = field(default_factory=list)
     screenshot: Path | None = None
+    selector_changes: list[SelectorChange] = field(default_factory=list)
 
 
-def page_errors(events: list[dict]) -> list[str]:
-    """JavaScript exceptions, console errors and failed loads among a page's DevTools events."""
+def change_each_selector(tab: Page) -> list[SelectorChange]:
+    """Set every selector of every kernel-free widget on the page to another value, as a reader
+    would (the last value of a range or the first if it is there already, another option, the
+    other state of a checkbox)."""
+    changes = []
+    for root in tab.locator(".qhd-explorer").all():
+        explorer = root.get_attribute("data-explorer")
+        for control in root.locator("[data-control]").all():
+            before = root.evaluate(EXPLORER_VIEW)
+            kind = control.evaluate("e => e.type")
+            if kind == "range":
+                at_end = control.input_value() == control.get_attribute("max")
+                control.fill("0" if at_end else control.get_attribute("max"))
+            elif kind == "checkbox":
+                control.click()
+            else:
+                other = control.evaluate("e => Array.from(e.options).findIndex(o => !o.selected)")
+                control.select_option(index=other)
+            after = root.evaluate(EXPLORER_VIEW)
+            name = control.get_attribute("data-control")
+            changes.append(
+                SelectorChange(explorer, name, before["shown"], after["shown"], after["broken"])
+            )
+    return changes
+
+
+def visit(context: BrowserContext, page: str) -> PageReport:
+    """Open ``page`` in a new tab, let it settle, save a screenshot, try its kernel-free widgets
+    and report what happened."""
+    tab = context.new_page()
     errors = []
-    for event in events:
-        method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            details = params["exceptionDetails"]
-            text = details.get("exception", {}).get("description") or details.get("text")
-            errors.append(
-                f"exception: {text} ({details.get('url', '')}:{details.get('lineNumber', '')})"
-            )
-        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-            text = " ".join(
-                str(arg.get("value", arg.get("description", ""))) for arg in params["args"]
-            )
-            errors.append(f"console.{params['type']}: {text}")
-        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-            entry = params["entry"]
-            errors.append(f"{entry['source']}: {entry['text']} {entry.get('url', '')}".strip())
-    return [
-        error for error in errors if not any(re.search(known, error) for known in KNOWN_HARMLESS)
-    ]
 
+    def console(message: ConsoleMessage) -> None:  # failed loads are console errors too
+        if message.type in ("error", "assert"):
+            errors.append(f"console.{message.type}: {message.text} {message.location['url']}")
 
-def visit(devtools: DevTools, base_url: str, page: str) -> PageReport:
-    """Open ``page`` in a new tab, let it settle, report what happened and save a screenshot."""
-    url = base_url + page
-    target = devtools.call("Target.createTarget", url="about:blank")["targetId"]
-    session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    tab.on("console", console)
+    tab.on("pageerror", lambda error: errors.append(f"exception: {error}"))
     try:
-        for domain in ("Page", "Runtime", "Log"):
-            devtools.call(f"{domain}.enable", session)
-        devtools.events = [e for e in devtools.events if e.get("sessionId") != session]
-        devtools.call("Page.navigate", session, url=url)
-        devtools.wait_for("Page.loadEventFired", session, PAGE_TIMEOUT_S)
-        facts = devtools.evaluate(session, SETTLE_AND_REPORT)
-        size = devtools.call("Page.getLayoutMetrics", session)["cssContentSize"]
-        devtools.call(
-            "Emulation.setDeviceMetricsOverride",
-            session,
-            width=VIEWPORT[0],
-            deviceScaleFactor=1,
-            height=max(VIEWPORT[1], min(int(size["height"]), MAX_SCREENSHOT_HEIGHT)),
-            mobile=False,
-        )
-        png = devtools.call("Page.captureScreenshot", session, format="png")
+        tab.goto(BASE_URL + page, wait_until="load")
+        facts = tab.evaluate(SETTLE_AND_REPORT)
         screenshot = SCREENSHOT_DIR / (page.removesuffix(".html").replace("/", "__") + ".png")
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        screenshot.write_bytes(base64.b64decode(png["data"]))
-        errors = page_errors([e for e in devtools.events if e.get("sessionId") == session])
+        height = min(tab.evaluate("document.documentElement.scrollHeight"), MAX_SCREENSHOT_HEIGHT)
+        clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height}
+        tab.screenshot(path=screenshot, full_page=True, clip=clip)
+        changes = change_each_selector(tab)
     finally:
-        devtools.call("Target.closeTarget", targetId=target)
-        devtools.events = [e for e in devtools.events if e.get("sessionId") != session]
+        tab.close()
     return PageReport(
-        url=url,
-        errors=errors,
+        url=BASE_URL + page,
+        errors=[e.strip() for e in errors if not any(re.search(k, e) for k in KNOWN_HARMLESS)],
         broken_images=facts["broken_images"],
         math_count=facts["math_count"],
         untypeset_math=facts["untypeset_math"],
@@ -439,20 +315,21 @@ def visit(devtools: DevTools, base_url: str, page: str) -> PageReport:
         ids=set(facts["ids"]),
         links=facts["links"],
         screenshot=screenshot,
+        selector_changes=changes,
     )
 
 
 @dataclass
 class Site:
-    """The served book and what the browser saw on each page."""
+    """The book and what the browser saw on each page."""
 
-    base_url: str
     pages: dict[str, PageReport]
 
-    def local_path(self, link: str) -> str | None:
-        """The path inside the book a link points to (``""`` for the root), None if it leaves
-        the book."""
-        if not link.startswith(self.base_url):
+    @staticmethod
+    def local_path(link: str) -> str | None:
+        """The path inside the book a link points to (``index.html`` for the root), None if it
+        leaves the book."""
+        if not link.startswith(BASE_URL):
             return None
         path = unquote(urlsplit(link).path).removeprefix("/")
         return path + "index.html" if path == "" or path.endswith("/") else path
@@ -472,9 +349,32 @@ def site() -> Site:
         pytest.skip(
             f"the book is not built (no pages in {HTML_DIR}); run `make book` or set QHD_BOOK_HTML"
         )
-    mirror = npm_mirror(cdn_packages(PAGES))
-    with serve(mirror) as base_url, chromium() as devtools:
-        return Site(base_url, {page: visit(devtools, base_url, page) for page in PAGES})
+    binary = (
+        os.environ.get("QHD_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    require(binary is not None, "Chromium is not installed; on Debian: apt-get install -y chromium")
+    require(
+        importlib.util.find_spec("playwright") is not None,
+        "Playwright is not installed (pinned in requirements.txt; it uses this Chromium)",
+    )
+    from playwright.sync_api import sync_playwright
+
+    mirror = npm_mirror(cdn_packages(PAGES)).resolve()
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=binary,
+            args=["--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND"],
+        )
+        try:
+            context = browser.new_context(viewport=VIEWPORT, service_workers="block")
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
+            context.route("**/*", lambda route: answer(route, mirror))
+            return Site({page: visit(context, page) for page in PAGES})
+        finally:
+            browser.close()
 
 
 page_parameter = pytest.mark.parametrize("page", PAGES or ["(book not built)"])
@@ -509,6 +409,32 @@ def test_book_has_equations_at_all(site):
 def test_page_widgets_render(site, page):
     report = site.pages[page]
     assert report.widgets_rendered == report.widgets_expected
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORERS))
+def test_kernel_free_widget_shows_other_pictures_for_each_selector(site, name):
+    explorer = EXPLORERS[name]
+    changes = [
+        change
+        for report in site.pages.values()
+        for change in report.selector_changes
+        if change.explorer == name
+    ]
+    assert [c.control for c in changes] == [c.name for c in explorer.controls], (
+        f"{name}: expected one selector per control in {explorer.chapter}.html"
+    )
+    for change in changes:
+        assert change.after != change.before, f"{name}: {change.control} changed nothing"
+        assert not change.broken_images, f"{name}: {change.control}: {change.broken_images}"
+
+
+def test_kernel_free_widgets_are_only_in_their_chapters(site):
+    placed = {
+        (page, change.explorer)
+        for page, report in site.pages.items()
+        for change in report.selector_changes
+    }
+    assert placed == {(f"{e.chapter}.html", e.name) for e in EXPLORERS.values()}
 
 
 @page_parameter

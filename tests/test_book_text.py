@@ -2,10 +2,10 @@
 
 Checked documents: ``book/*.md``, ``README.md`` and the markdown cells of ``notebooks/*.ipynb``.
 Internal links (markdown links and images, ``{doc}``, ``{ref}``/``{numref}``/``{eq}`` roles,
-``{figure}``/``{image}`` paths, ``{cite}`` keys) must point to files, labels, headings and BibTeX
-entries that exist; external links are only checked to be well formed. Words codespell wrongly
-flags go, lower case and one per line, into ``tests/spelling_wordlist.txt`` (create it when
-the first one comes).
+``{figure}``/``{image}`` paths, ``{cite}`` keys) must point to files, labels (a notebook's figures
+are labelled by their cell metadata, ``mystnb.figure.name``), headings and BibTeX entries that
+exist; external links are only checked to be well formed. Words codespell wrongly flags go, lower
+case and one per line, into ``tests/spelling_wordlist.txt`` (create it when the first one comes).
 """
 
 from __future__ import annotations
@@ -97,7 +97,16 @@ def anchors_of(path: Path) -> frozenset[str]:
     labels = {next(group for group in match.groups() if group) for match in LABEL.finditer(text)}
     if HEADING_ANCHORS or path.name == "README.md":
         labels |= {slug(match[1]) for match in HEADING.finditer(text)}
-    return frozenset(labels)
+    return frozenset(labels | figure_names(path))
+
+
+def figure_names(path: Path) -> set[str]:
+    """Names of a notebook's numbered figures (cell metadata ``mystnb.figure.name``)."""
+    if path.suffix != ".ipynb":
+        return set()
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    figures = [cell.get("metadata", {}).get("mystnb", {}).get("figure", {}) for cell in cells]
+    return {figure["name"] for figure in figures if figure.get("name")}
 
 
 @cache

@@ -166,7 +166,7 @@ def test_compare_command_writes_the_json_with_its_command(tmp_path) -> None:
 def test_protocol_scripts_are_valid_bash() -> None:
     import subprocess
 
-    for script in ("epoch1_runs.sh", "paper_protocol.sh"):
+    for script in ("plan_runs.sh", "paper_protocol.sh"):
         subprocess.run(
             ["bash", "-n", str(Path(__file__).resolve().parents[1] / "scripts" / script)],
             check=True,

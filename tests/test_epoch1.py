@@ -108,6 +108,15 @@ def test_classical_vertex_layer_keeps_its_groups_apart() -> None:
     assert coupling[39, 39] > 0 and coupling[0, 2] > 0
 
 
+@pytest.mark.parametrize("block", ["FullQResNetBlock", "GroupedVertexBlock"])
+def test_full_vertex_and_its_control_need_3q_or_3q_plus_1_channels(block: str) -> None:
+    """One check for both: 41 channels leave 2 over, neither a group of 3 nor a tail channel."""
+    module = getattr(models, block)(features=41, groups=1)
+    x, temb = jnp.zeros((1, 2, 2, 41)), jnp.zeros((1, 8))
+    with pytest.raises(ConfigError, match=f"{block} needs C = 3q or 3q \\+ 1 channels"):
+        jax.eval_shape(module.init, jax.random.key(0), x, temb)
+
+
 def test_grouped_vertex_has_no_released_code_variant() -> None:
     with pytest.raises(ConfigError, match="no released-code variant"):
         models.model_config("fullhqconv-classical", released_code=True)

@@ -15,12 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qhd_lib.errors import ConfigError
 from qhd_lib.models.layers import ResnetBlock, standardize_kernel
 from qhd_lib.models.quantum import (
     GROUP,
     PATCH,
-    check_vertex_input,
+    full_vertex_groups,
     patch_to_qubits,
     qubits_to_patch,
 )
@@ -63,11 +62,5 @@ class GroupedVertexBlock(ResnetBlock):
     (`GroupedVertexLayer`); GroupNorm, time conditioning and residual path are unchanged."""
 
     def spatial_layer(self, index: int, h: jax.Array) -> jax.Array:
-        check_vertex_input(h, self.features, type(self).__name__)
-        q, leftover = divmod(self.features, GROUP)
-        if leftover == 2:
-            raise ConfigError(
-                f"the grouped vertex needs C = 3q or 3q + 1 channels like the Full QResNet, "
-                f"got C = {self.features}"
-            )
-        return GroupedVertexLayer(q, bool(leftover), name=f"conv_{index}")(h)
+        q, has_tail = full_vertex_groups(h, self.features, type(self).__name__)
+        return GroupedVertexLayer(q, has_tail, name=f"conv_{index}")(h)

@@ -230,6 +230,19 @@ def check_vertex_input(x: jax.Array, features: int, block: str) -> None:
         )
 
 
+def full_vertex_groups(x: jax.Array, features: int, block: str) -> tuple[int, bool]:
+    """``(q, tail)`` of a vertex that maps every channel in groups: ``q`` groups of 3 channels and,
+    when C = 3q + 1, one tail channel of its own; checks the input and that C = 3q or 3q + 1."""
+    check_vertex_input(x, features, block)
+    q, leftover = divmod(features, GROUP)
+    if leftover == 2:
+        raise ConfigError(
+            f"{block} needs C = 3q or 3q + 1 channels (groups of 3, plus one tail channel), "
+            f"got C = {features}; use e.g. 39, 40 or 42 channels"
+        )
+    return q, bool(leftover)
+
+
 def vertex_ansatz(name: str, layers: int) -> Ansatz:
     """The 12-qubit ansatz of a vertex or quanvolutional circuit: 3 channels of a 2×2 patch."""
     return make_ansatz(name, channels=GROUP, pixels=PATCH * PATCH, layers=layers)
@@ -315,20 +328,15 @@ class FullQResNetBlock(ResnetBlock):
         self, index: int, h: jax.Array, layer: type[QVertexLayer] = QVertexLayer
     ) -> QVertexLayer:
         """The ``index``-th spatial layer (a `QVertexLayer` unless ``layer`` names a subclass)
-        for the input ``h``; checks that C = 3q or 3q + 1."""
-        check_vertex_input(h, self.features, type(self).__name__)
-        q, leftover = divmod(self.features, GROUP)
-        if leftover == 2:
-            raise ConfigError(
-                f"a Full QResNet needs C = 3q or 3q + 1 channels (12-qubit circuits plus one "
-                f"4-qubit circuit), got C = {self.features}; use e.g. 39, 40 or 42 channels"
-            )
+        for the input ``h``: 12-qubit circuits on groups of 3 channels, a 4-qubit one on a
+        leftover channel."""
+        q, has_tail = full_vertex_groups(h, self.features, type(self).__name__)
         tail = make_ansatz("basic_entangler", channels=1, pixels=PATCH * PATCH, layers=TAIL_LAYERS)
         return layer(
             vertex_ansatz(self.ansatz, self.layers),
             q,
             0,
-            tail if leftover else None,
+            tail if has_tail else None,
             self.executor,
             name=f"conv_{index}",
         )
