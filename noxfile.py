@@ -44,6 +44,7 @@ def colab_python() -> str:
 
 PYTHON = os.environ.get("QHD_LEG_PYTHON") or colab_python()
 TOOLS = ROOT / ".ci" / "stack-tools.txt"
+CHECKOUT_LIB = ROOT / "qhd_lib"  # the legs must import the installed copy, never this one
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
@@ -96,15 +97,16 @@ def chapters_on(session: nox.Session, stack: str) -> None:
     with tempfile.TemporaryDirectory(prefix=f"qhd-{stack}-") as outside:
         committed_notebooks(Path(outside))
         env = {"QHD_SCALE": "smoke", "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"}
-        session.run(
-            "python", "-c",
-            "from qhd_lib.notebook import results_path, installed_source; "
-            "assert installed_source(), 'qhd_lib was not imported from the install'; "
-            "assert results_path('epoch1/mnist_classical_seed42/run.json').is_file(), "
-            "'the committed results did not come with the install'",
-            env=env,
-        )  # fmt: skip
-        with session.chdir(outside):
+        with session.chdir(outside):  # not the checkout: its qhd_lib and egg-info would shadow
+            session.run(
+                "python", "-c",
+                "import qhd_lib; from qhd_lib.notebook import results_path, installed_source; "
+                f"assert not qhd_lib.__file__.startswith({str(CHECKOUT_LIB)!r}), qhd_lib.__file__; "
+                "assert installed_source(), 'qhd_lib was not installed from git'; "
+                "assert results_path('epoch1/mnist_classical_seed42/run.json').is_file(), "
+                "'the committed results did not come with the install'",
+                env=env,
+            )  # fmt: skip
             session.run(
                 "python", "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
                 "-p", "no:cacheprovider", outside, env=env,
