@@ -18,6 +18,7 @@ Modules, one job each:
 - `scoring`    FID/KID/IS of an evaluation, `evaluate_samples` of a file drawn elsewhere
 - `runner`     `run`: train → sample → measure → record, resumable
 - `compare`    seeds pooled, models against classical, the paper beside (`compare_runs`)
+- `robustness` a trained hybrid under finite shots and noise (`study`, chapter 9)
 - `campaign`   the paper plan on a GPU lent in slots: resumable pieces, files to bring back
 - `cli`        argparse; the only module that turns errors into exit codes
 """

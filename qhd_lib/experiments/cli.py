@@ -25,6 +25,7 @@ from qhd_lib.experiments.paired import EXPERIMENTS, analyse, experiment
 from qhd_lib.experiments.plans import PLANS, PlannedRun, plan
 from qhd_lib.experiments.protocols import PROTOCOLS, configure
 from qhd_lib.experiments.publish import publish
+from qhd_lib.experiments.robustness import StudyConfig, study
 from qhd_lib.experiments.runner import run
 from qhd_lib.experiments.samples import sample_from_run
 from qhd_lib.experiments.scoring import evaluate_samples
@@ -230,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, type=Path, help="comparison JSON")
     a.add_argument("--allow-dirty", action="store_true", help="write from a dirty tree (recorded)")
 
+    r = sub.add_parser(
+        "robustness", help="a pretrained hybrid under finite shots and noise: loss, FID/KID"
+    )
+    r.add_argument("--dataset", required=True, choices=data.DATASETS)
+    r.add_argument("--model", required=True, choices=MODEL_NAMES)
+    r.add_argument("--out", required=True, type=Path, help="folder for study.json and samples")
+    r.add_argument("--work-dir", type=Path, help="resumable state (default: the user cache)")
+    r.add_argument("--n-test", type=_positive_int, default=500, help="test images for the loss")
+    r.add_argument("--n-samples", type=_positive_int, default=500, help="samples per setting")
+    r.add_argument("--no-metrics", action="store_true", help="draw samples, skip FID/KID")
+    r.add_argument("--allow-dirty", action="store_true", help="write from a dirty tree (recorded)")
+    r.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("plan", help="print a plan's runs and comparisons as commands, in order")
     p.add_argument("name", choices=tuple(PLANS))
     p.add_argument("--dataset", choices=data.DATASETS, help="only this dataset's runs")
@@ -366,6 +380,31 @@ def _paired(args: argparse.Namespace, command: str) -> None:
     print(f"missing runs: {len(result['missing'])}")
 
 
+def _robustness(args: argparse.Namespace, command: str) -> None:
+    config = StudyConfig(
+        dataset=args.dataset,
+        model=args.model,
+        n_test=args.n_test,
+        n_samples=args.n_samples,
+        metrics=not args.no_metrics,
+    )
+    result = study(
+        config,
+        args.out,
+        args.work_dir,
+        progress=not args.quiet,
+        command=command,
+        allow_dirty=args.allow_dirty,
+    )
+    for row in result["settings"]:
+        loss = row["loss"]["p2"]
+        metrics = (row.get("samples") or {}).get("metrics") or {}
+        print(
+            f"{row['label']}: loss {loss['mean']:.5f} (Δ {loss['minus_exact']['mean']:+.5f})"
+            + (f", FID {metrics['fid']:.1f}" if metrics else "")
+        )
+
+
 def _plan(args: argparse.Namespace, command: str) -> None:
     found = plan(args.name, args.dataset)
     for planned in found.runs:
@@ -384,6 +423,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "compare": _compare,
     "publish": _publish,
     "paired": _paired,
+    "robustness": _robustness,
     "plan": _plan,
 }
 

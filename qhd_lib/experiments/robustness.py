@@ -1,0 +1,315 @@
+"""Finite shots and hardware noise on a trained hybrid: its denoising loss and its samples.
+
+:func:`study` evaluates one trained network under several circuit executors
+(`qhd_lib.models.quantum`), one factor at a time:
+
+- ``exact``: exact expectation values, what every run of the book trains and samples with;
+- ``shots=S``: each ⟨Z⟩ estimated from S shots (`qhd_lib.circuits.shots`), noise-free;
+- ``depolarizing=p``: exact expectations with depolarising noise of probability p on both qubits
+  after every two-qubit gate (`qhd_lib.circuits.noise`), no shots.
+
+At every setting it measures the denoising loss on the first ``n_test`` test images; each image
+gets the same t and ε at every setting, so a setting's per-image differences from ``exact`` are
+paired and get a t-interval over images. At the settings named in ``sample_settings`` it draws
+``n_samples`` DDIM samples from the same initial noise and scores them with FID/KID against the
+first ``n_real`` training images (the epoch-1 protocol's evaluation). Each finished setting is
+saved in ``work_dir`` and reused, so an interrupted study resumes where it stopped.
+
+    python -m qhd_lib.experiments robustness --dataset mnist --model fullhqconv \\
+        --out results/quantum/mnist_fullhqconv_shots_noise
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from qhd_lib import data, diffusion, io, models, pretrained, provenance
+from qhd_lib.errors import ConfigError
+from qhd_lib.experiments import samples as sampling
+from qhd_lib.experiments.scoring import measure
+
+SHOTS = (10, 100, 1_000, 10_000)
+DEPOLARIZING = (1e-3, 1e-2)
+SAMPLE_SHOTS = (100, 1_000, 10_000)
+RESULT_FILE = "study.json"
+CONFIDENCE = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One way of running the circuits: a label, the executor spec, and the factor it varies."""
+
+    label: str
+    executor: str
+    factor: str  # "exact", "shots" or "depolarizing"
+    value: float | None
+
+
+def settings(shot_seed: int = 0) -> tuple[Setting, ...]:
+    """Exact, then every shot count (noise-free), then every depolarising p (shot-free)."""
+    return (
+        Setting("exact", "jax", "exact", None),
+        *(Setting(f"shots={s}", f"shots={s},seed={shot_seed}", "shots", s) for s in SHOTS),
+        *(
+            Setting(f"depolarizing={p:g}", f"depolarizing={p:g}", "depolarizing", p)
+            for p in DEPOLARIZING
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What the study measures and how much of it (defaults: the book's run)."""
+
+    dataset: str = "mnist"
+    model: str = "fullhqconv"
+    n_test: int = 500
+    n_samples: int = 500
+    n_real: int = 1_000
+    sample_settings: tuple[str, ...] = ("exact", *(f"shots={s}" for s in SAMPLE_SHOTS))
+    seed: int = 42  # test-image t and ε, sampling noise, metrics
+    shot_seed: int = 0
+    timesteps: int = 1_000
+    ddim_steps: int = 100
+    batch: int = 250
+    metrics: bool = True
+
+    def __post_init__(self) -> None:
+        labels = {s.label for s in settings(self.shot_seed)}
+        unknown = [s for s in self.sample_settings if s not in labels]
+        if unknown:
+            raise ConfigError(
+                f"sample_settings {unknown} are not settings of the study; use some of "
+                f"{', '.join(sorted(labels))}"
+            )
+        for name in ("n_test", "n_samples", "batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def test_batch(config: StudyConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The first ``n_test`` test images in model range, with one t and one ε per image (fixed
+    by ``config.seed``; the same at every setting)."""
+    images, _ = data.load(config.dataset, "test")
+    x0 = jnp.asarray(data.to_model_range(images[: config.n_test]))
+    key_t, key_noise = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0x5E7))
+    t = jax.random.randint(key_t, (len(x0),), 0, config.timesteps, dtype=jnp.int32)
+    noise = jax.random.normal(key_noise, x0.shape, dtype=x0.dtype)
+    return x0, t, noise
+
+
+def per_image_losses(
+    model: Any,
+    params: Any,
+    schedule: diffusion.Schedule,
+    x0: jax.Array,
+    t: jax.Array,
+    noise: jax.Array,
+    batch: int,
+) -> dict[str, np.ndarray]:
+    """Each image's mean squared noise error, unweighted (``mse``) and with the training's P2
+    weight (``p2``: γ = 1, k = 1)."""
+
+    @jax.jit
+    def errors(p: Any, x0_b: jax.Array, t_b: jax.Array, noise_b: jax.Array) -> jax.Array:
+        x_t = diffusion.q_sample(schedule, x0_b, t_b, noise_b)
+        eps_hat = model.apply({"params": p}, x_t, t_b)
+        return jnp.mean((eps_hat - noise_b).reshape(len(x0_b), -1) ** 2, axis=1)
+
+    mse = np.concatenate(
+        [
+            np.asarray(errors(params, x0[i : i + batch], t[i : i + batch], noise[i : i + batch]))
+            for i in range(0, len(x0), batch)
+        ]
+    )
+    weight = np.asarray(diffusion.p2_weight(schedule, t))
+    return {"mse": mse, "p2": weight * mse}
+
+
+def paired_difference(values: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
+    """Mean of ``values − exact`` over images with its t-interval (images paired by t and ε)."""
+    diffs = np.asarray(values, float) - np.asarray(exact, float)
+    out: dict[str, Any] = {"n": len(diffs), "mean": float(diffs.mean())}
+    if len(diffs) < 2 or not diffs.std() > 0:
+        return {**out, "interval": [out["mean"], out["mean"]], "p_value": None}
+    test = stats.ttest_1samp(diffs, 0.0)
+    lo, hi = test.confidence_interval(CONFIDENCE)
+    return {**out, "interval": [float(lo), float(hi)], "p_value": float(test.pvalue)}
+
+
+def _loss_summary(losses: dict[str, np.ndarray], exact: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        kind: {
+            "mean": float(values.mean()),
+            "sem": float(stats.sem(values)) if len(values) > 1 else None,
+            "minus_exact": paired_difference(values, exact[kind]),
+        }
+        for kind, values in losses.items()
+    }
+
+
+def study(
+    config: StudyConfig,
+    out: str | Path,
+    work_dir: str | Path | None = None,
+    *,
+    params: Any = None,
+    progress: bool = True,
+    command: str | None = None,
+    allow_dirty: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) the study and write ``out/study.json`` with the sample files and a grid.
+
+    ``params``: the trained network (default: the shipped pretrained ``config.model`` for
+    ``config.dataset``). Per-setting results are cached in ``work_dir`` (default: under the
+    user cache), which must belong to this config: a changed config needs another folder.
+    """
+    found = provenance.check_clean_for(Path(out) / RESULT_FILE, allow_dirty)
+    started = time.perf_counter()
+    source = "argument"
+    if params is None:
+        params = pretrained.load(config.dataset, config.model)
+        source = pretrained.entry(config.dataset, config.model).run
+    out = Path(out)
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(config)
+    _claim(work_dir, config)
+    schedule = diffusion.make_schedule("cosine", config.timesteps)
+    x0, t, noise = test_batch(config)
+    rows = []
+    exact: dict[str, np.ndarray] | None = None
+    todo = settings(config.shot_seed)
+    for setting in tqdm(todo, desc="settings", disable=not progress):
+        model = models.make_model(config.model, executor=setting.executor)
+        loss_file = work_dir / f"loss_{setting.label}.npz"
+        if not loss_file.exists():
+            t0 = time.perf_counter()
+            losses = per_image_losses(model, params, schedule, x0, t, noise, config.batch)
+            np.savez(loss_file, wall_s=time.perf_counter() - t0, **losses)
+        with np.load(loss_file) as saved:
+            losses = {k: saved[k] for k in ("mse", "p2")}
+            loss_wall_s = float(saved["wall_s"])
+        exact = exact or losses
+        row: dict[str, Any] = {
+            **dataclasses.asdict(setting),
+            "loss": _loss_summary(losses, exact),
+            "loss_wall_s": loss_wall_s,
+        }
+        if setting.label in config.sample_settings:
+            row["samples"] = _samples(config, setting, model, params, out, work_dir, progress)
+        rows.append(row)
+    grid = _grid(config, out)
+    result = {
+        "description": (
+            "The trained network under finite shots and depolarising noise, one factor at a time: "
+            "denoising loss on test images (paired by image, t and ε) and FID/KID of DDIM samples "
+            "(paired by initial noise). Shot estimates are per-qubit binomials (correlations "
+            "between a circuit's estimates not modelled); noise is exact (density matrices)."
+        ),
+        "config": dataclasses.asdict(config),
+        "parameters": source,
+        "test_images": {"split": "test", "first": config.n_test, "t": "uniform"},
+        "sampler": {"name": "ddim", "steps": config.ddim_steps, "seed": config.seed},
+        "settings": rows,
+        "grid": grid.name,
+        "provenance": provenance.record(
+            command or "(called from Python)",
+            seed=config.seed,
+            wall_s=time.perf_counter() - started,
+            allow_dirty=allow_dirty,
+            found=found,
+        ),
+    }
+    io.write_json(out / RESULT_FILE, result)
+    return result
+
+
+def default_work_dir(config: StudyConfig) -> Path:
+    """Where a study keeps its finished settings until it is done: the user cache."""
+    import platformdirs
+
+    return (
+        Path(platformdirs.user_cache_dir("qhd-book"))
+        / "runs"
+        / "robustness"
+        / f"{config.dataset}_{config.model}"
+    )
+
+
+def _claim(work_dir: Path, config: StudyConfig) -> None:
+    """Record ``config`` in ``work_dir``, or refuse a folder that another config's results fill."""
+    stamp = work_dir / "config.json"
+    wanted = io.as_json(dataclasses.asdict(config))
+    if stamp.exists() and io.read_json(stamp) != wanted:
+        raise ConfigError(
+            f"{work_dir} holds a study with another configuration ({stamp}); pass another "
+            "--work-dir, or delete that folder to start again"
+        )
+    io.write_json(stamp, wanted)
+
+
+def _samples(
+    config: StudyConfig,
+    setting: Setting,
+    model: Any,
+    params: Any,
+    out: Path,
+    work_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """Draw (or reuse) the setting's samples, save them into ``out``, score them."""
+    images_file = work_dir / f"samples_{setting.label}.npz"
+    wall_file = work_dir / f"samples_{setting.label}_wall.json"
+    if not images_file.exists():
+        t0 = time.perf_counter()
+        images = sampling.draw_samples(
+            model,
+            params,
+            config.n_samples,
+            timesteps=config.timesteps,
+            seed=config.seed,
+            batch=min(config.batch, config.n_samples),
+            sampler="ddim",
+            steps=config.ddim_steps,
+            progress=progress,
+            devices=jax.devices()[:1],
+        )
+        io.write_json(wall_file, {"wall_s": time.perf_counter() - t0})
+        io.save_images(images_file, images)
+    images = io.load_images(images_file)
+    published = io.save_images(out / f"samples_{setting.label}.npz", images)
+    entry: dict[str, Any] = {
+        "file": published.name,
+        "n": len(images),
+        "wall_s": io.read_json(wall_file)["wall_s"],
+        "metrics": None,
+    }
+    if config.metrics:
+        metrics_file = work_dir / f"metrics_{setting.label}.json"
+        if not metrics_file.exists():
+            io.write_json(
+                metrics_file,
+                measure(images, config.dataset, config.n_real, config.seed, "train", progress),
+            )
+        entry["metrics"] = io.read_json(metrics_file)
+    return entry
+
+
+def _grid(config: StudyConfig, out: Path, n: int = 16) -> Path:
+    """One row of the first ``n`` samples per sampled setting (the same initial noise in every
+    row, so the rows differ only by the executor)."""
+    rows = [io.load_images(out / f"samples_{label}.npz")[:n] for label in config.sample_settings]
+    return sampling.save_grid(
+        out / "samples.png",
+        np.concatenate(rows),
+        "rows: " + ", ".join(config.sample_settings) + " (same initial noise)",
+        n=n * len(rows),
+    )
