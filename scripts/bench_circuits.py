@@ -14,11 +14,22 @@ Usage: JAX_PLATFORMS=cpu python scripts/bench_circuits.py [--quick] [--ansatze A
            [--batches B ...] [--modes M ...] [--peers P ...] [--peer-timeout S]
            [--peer-memory-gb G] [--out PATH]
 Child: JAX_PLATFORMS=cpu python scripts/bench_circuits.py --peer P --ansatz A --batch B --mode M
+
+``--device-form`` is the GPU's benchmark (issue 19; run first in a GPU slot by
+``scripts/device_campaign.py slot``; no PennyLane there): the fast simulator alone, HQConv and
+FQConv forward at 6 272 and 343 000 circuits and forward+backward at 6 272, each beside its floor
+(`qhd_lib.floors`, the costs of the program traced without its chunking loop); a case that would
+pass ``--deadline-s`` (judged by the last case's time) is skipped and listed, and the JSON is
+written after every case. ``--tiny`` (CPU tests) uses small batches.
+
+    JAX_PLATFORMS=cuda python scripts/bench_circuits.py --device-form --deadline-s 120 \\
+        --out OUT/bench_circuits_gpu.json --commit SHA
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -28,7 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,8 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from qhd_lib import io, provenance
-from qhd_lib.circuits import Ansatz, init_params, make_ansatz, simulate
+from qhd_lib.circuits import Ansatz, init_params, make_ansatz, simulate, simulator
+from qhd_lib.deadline import Deadline
 from qhd_lib.errors import ProvenanceError
+from qhd_lib.floors import floor_seconds, machine_rates, xla_cost
 from qhd_lib.provenance import ROOT
 
 ANSATZE = ("hqconv", "fqconv")
@@ -317,6 +330,84 @@ def run_peer(
     return {**json.loads(lines[-1]), "wall_seconds": wall}
 
 
+DEVICE_CASES = ((6272, "forward"), (6272, "forward+backward"), (SAMPLING_BATCH, "forward"))
+TINY_CASES = ((64, "forward"), (64, "forward+backward"), (512, "forward"))
+MIN_CASE_S = 5.0  # what a case is taken to cost before one has been timed
+
+
+@contextlib.contextmanager
+def unchunked() -> Iterator[None]:
+    """Trace `simulate` on the whole batch at once, for XLA's costs (a loop's body counts once)."""
+    saved = simulator.chunk_limit
+    simulator.chunk_limit = lambda ansatz: 2**62
+    try:
+        yield
+    finally:
+        simulator.chunk_limit = saved
+
+
+def device_case(name: str, batch: int, mode: str, rates: dict) -> dict[str, Any]:
+    """The fast simulator on one case, timed (`time_calls`) beside its floor."""
+    ansatz = make_ansatz(name)
+    fn = fast_fns(ansatz)[MODES.index(mode)]
+    x, theta = inputs(ansatz, batch)
+    _, timing = time_calls(fn, (x, theta), max_calls(batch, False))
+    with unchunked():  # a new function, so that jit traces it again
+        cost = xla_cost(jax.jit(lambda *a: fn(*a)).lower(x, theta).compile())
+    floor = floor_seconds(cost, rates)
+    ratio = timing["seconds"] / floor if floor else None
+    return timing | {"floor_s": floor, "vs_floor": ratio, "xla": cost}
+
+
+def device_form(args: argparse.Namespace, started_at: provenance.Commit) -> None:
+    """The GPU benchmark (see the module doc), to ``args.deadline_s``; written after each case."""
+    start = time.perf_counter()
+    deadline = Deadline(args.deadline_s)
+    report: dict[str, Any] = {
+        "what": "12-qubit ansaetze, 3 layers, on JAX's default device: the fast simulator's "
+        "seconds per call (best of the calls, compilation apart) beside its floor: max(XLA "
+        "bytes / copy bandwidth, XLA FLOPs / matmul rate), rates measured here, costs of the "
+        "program traced without its chunking loop; forward+backward = gradient of "
+        "sum(sin(outputs)) w.r.t. inputs and theta; cases that would pass the deadline "
+        "(judged by the last case's wall time) are listed as skipped",
+        "matmul_precision": "highest",
+        "tiny": args.tiny,
+        "cases": [],
+        "skipped": [],
+    }
+
+    def write() -> None:
+        report["provenance"] = provenance.record(
+            provenance.python_command(),
+            wall_s=time.perf_counter() - start,
+            packages=("jax", "jaxlib", "numpy"),
+            allow_dirty=args.allow_dirty,
+            found=started_at,
+        )
+        io.write_json(args.out, report, sort_keys=False)
+
+    with jax.default_matmul_precision("highest"):
+        report["machine"] = rates = machine_rates(*((1, 512, 16) if args.tiny else (3,)))
+        write()
+        last = MIN_CASE_S
+        for name in args.ansatze:
+            for batch, mode in TINY_CASES if args.tiny else DEVICE_CASES:
+                what = {"ansatz": name, "batch": batch, "mode": mode}
+                if not deadline.allows(last):
+                    left = f"{deadline.left():.0f} s left, the last case took {last:.0f} s"
+                    report["skipped"].append(what | {"reason": left})
+                    continue
+                t0 = time.monotonic()
+                try:
+                    report["cases"].append(what | device_case(name, batch, mode, rates))
+                except (jax.errors.JaxRuntimeError, MemoryError) as err:  # e.g. out of memory
+                    report["cases"].append(what | {"error": str(err).splitlines()[0][:300]})
+                last = max(MIN_CASE_S, time.monotonic() - t0)
+                print(json.dumps(report["cases"][-1]), flush=True)
+                write()
+    write()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 128 only, no 343 000")
@@ -341,6 +432,9 @@ def main() -> None:
         help="resident GiB per child (default 80%% of MemAvailable at start)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_circuits.json")
+    parser.add_argument("--device-form", action="store_true", help="the GPU form (module doc)")
+    parser.add_argument("--deadline-s", type=float, help="--device-form: seconds it may take")
+    parser.add_argument("--tiny", action="store_true", help="--device-form: small batches (tests)")
     parser.add_argument("--peer", choices=list(PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--ansatz", choices=ANSATZE, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -357,6 +451,9 @@ def main() -> None:
         started_at = provenance.apply_arguments(args, args.out)
     except ProvenanceError as error:  # refused before any work
         parser.error(str(error))
+    if args.device_form:
+        device_form(args, started_at)
+        return
 
     wall = time.perf_counter()
     load_before = os.getloadavg()

@@ -23,6 +23,17 @@ a large matrix product, both measured in the same process.
     python scripts/bench_models.py --models classical quanvunet --repeats 2 --no-blocks
 
 Writes ``results/bench_models.json``.
+
+``--device-form`` is the GPU's benchmark (issue 19; the first thing a GPU slot runs, see
+``scripts/device_campaign.py slot``): per model, in the paper's column order, the train step at
+batch 128 and the sampling forward at batch 1 000 and 7 000, each beside its floor
+(`qhd_lib.floors`: XLA's bytes at the device's copy bandwidth, its FLOPs at its matmul rate) and
+its planned memory, at float32 "highest" matmul precision. An item that would pass
+``--deadline-s`` (judged by the last item's time) is skipped and listed; the JSON is written after
+every item. ``--tiny`` (CPU tests) measures a small classical U-Net at small batches.
+
+    JAX_PLATFORMS=cuda python scripts/bench_models.py --device-form --deadline-s 200 \\
+        --out OUT/bench_models_gpu.json --commit SHA
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -47,7 +59,9 @@ import optax  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from qhd_lib import io, provenance  # noqa: E402
+from qhd_lib.deadline import Deadline  # noqa: E402
 from qhd_lib.errors import ProvenanceError  # noqa: E402
+from qhd_lib.floors import floor_seconds, machine_rates, peak_bytes, xla_cost  # noqa: E402
 from qhd_lib.models import MODEL_NAMES, UNet, count_params, dummy_inputs, layers, make_model  # noqa: E402
 from qhd_lib.provenance import ROOT  # noqa: E402
 
@@ -91,7 +105,7 @@ def variant(name: str) -> Iterator[None]:
             yield
         finally:
             layers.LinearAttention, layers.Attention = saved
-    elif name == "unchunked":
+    elif name == "unchunked":  # for XLA's costs: it counts a loop's body once
         saved_chunk = layers.POSITIONS_PER_CHUNK
         layers.POSITIONS_PER_CHUNK = 2**62
         try:
@@ -100,29 +114,6 @@ def variant(name: str) -> Iterator[None]:
             layers.POSITIONS_PER_CHUNK = saved_chunk
     else:
         yield
-
-
-def xla_cost(compiled: Any) -> dict:
-    """FLOPs and bytes accessed that XLA counts for a compiled program.
-
-    XLA counts a loop's body once, so costs are taken from programs traced under
-    ``variant("unchunked")``: linear attention on the whole batch at once, the same arithmetic
-    without the groups (and without the backward pass's recomputation of them).
-    """
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
-
-
-def peak_bytes(compiled: Any) -> int:
-    """XLA's planned memory of a compiled program: arguments + outputs + temporaries."""
-    m = compiled.memory_analysis()
-    return int(
-        m.argument_size_in_bytes
-        + m.output_size_in_bytes
-        + m.temp_size_in_bytes
-        - m.alias_size_in_bytes
-    )
 
 
 @dataclasses.dataclass
@@ -199,18 +190,6 @@ def timings(compiled: Compiled, rounds: dict[str, list[float]]) -> dict:
     return out
 
 
-def machine_rates(repeats: int) -> dict:
-    """This process's large f32 matmul rate (GFLOP/s) and copy bandwidth (GB/s, read + write)."""
-    a = jax.random.normal(jax.random.key(0), (2048, 2048))
-    _, matmul_s = timed(jax.jit(lambda a: a @ a), a, repeats=repeats + 2)
-    big = jax.random.normal(jax.random.key(1), (64 * 2**20,))  # 256 MiB
-    _, copy_s = timed(jax.jit(lambda v: v + 1.0), big, repeats=repeats + 2)
-    return {
-        "matmul_2048_gflops": round(2 * 2048**3 / matmul_s / 1e9, 1),
-        "copy_gb_per_s": round(2 * big.nbytes / copy_s / 1e9, 1),
-    }
-
-
 def bench_blocks(batch: int, repeats: int, rates: dict) -> dict:
     """Every top-level block of the classical U-Net alone: forward + backward time at ``batch``
     with the inputs it sees in the network, its share of the sum, and its floor: the larger of
@@ -245,10 +224,7 @@ def bench_blocks(batch: int, repeats: int, rates: dict) -> dict:
             cost = xla_cost(
                 jax.jit(lambda *a, grad=grad: grad(*a)).lower(params[name], *args).compile()
             )
-        floor = max(
-            cost["bytes"] / (rates["copy_gb_per_s"] * 1e9),
-            cost["flops"] / (rates["matmul_2048_gflops"] * 1e9),
-        )
+        floor = floor_seconds(cost, rates)
         blocks[name] = {
             "forward_backward_s": round(seconds, 4),
             **cost,
@@ -261,6 +237,117 @@ def bench_blocks(batch: int, repeats: int, rates: dict) -> dict:
     return blocks
 
 
+DEVICE_PLAN = (("train_step", 128), ("forward", 1000), ("forward", 7000))
+TINY_PLAN = (("train_step", 2), ("forward", 4), ("forward", 8))
+TINY_MODEL = {"dim_mults": (1, 2)}  # a two-level classical U-Net: it compiles in seconds
+TINY_RATES = (1, 512, 16)  # repeats, matmul size, copy MiB: rates in a second, for tests
+MIN_ITEM_S = 5.0  # what an item is taken to cost before one has been timed
+
+
+def device_program(name: str, kind: str, batch: int, tiny: bool) -> tuple[Callable, tuple]:
+    """The train step (forward + backward + Adam) or the sampling forward of model ``name`` at
+    ``batch``, uncompiled, and its arguments."""
+    model = make_model(name, **(TINY_MODEL if tiny else {}))
+    key = jax.random.key(0)
+    x, t = dummy_inputs(model.config, batch)
+    x = jax.random.normal(key, x.shape)
+    params = jax.jit(model.init)(key, x[:1], t[:1])["params"]
+    if kind == "forward":
+
+        def forward(p, x, t):
+            return model.apply({"params": p}, x, t)
+
+        return forward, (params, x, jnp.full((batch,), 500, jnp.int32))
+    t = jax.random.randint(key, t.shape, 0, 1000)
+    noise = jax.random.normal(jax.random.key(1), x.shape)
+    tx = optax.adam(1e-3, b1=0.9, b2=0.99, eps=1e-8)
+
+    def train_step(params, opt_state, x, t, noise):
+        def loss(p):
+            return jnp.mean((model.apply({"params": p}, x, t) - noise) ** 2)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return train_step, (params, tx.init(params), x, t, noise)
+
+
+def device_item(name: str, kind: str, batch: int, rates: dict, repeats: int, tiny: bool) -> dict:
+    """One program timed (best of ``repeats`` calls after the first) beside its floor."""
+    t0 = time.perf_counter()
+    fn, args = device_program(name, kind, batch, tiny)
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    first = call_seconds(compiled, args)
+    best = min(call_seconds(compiled, args) for _ in range(repeats))
+    with variant("unchunked"):  # a new function, so that jit traces it again
+        cost = xla_cost(jax.jit(lambda *a: fn(*a)).lower(*args).compile())
+    floor = floor_seconds(cost, rates)
+    return {
+        "seconds": round(best, 5),
+        "floor_s": round(floor, 6),
+        "vs_floor": round(best / floor, 2) if floor else None,
+        "first_call_s": round(first, 3),
+        "compile_s": round(compile_s, 2),
+        "peak_mib": round(peak_bytes(compiled) / 2**20, 1),
+        "xla": cost,
+    }
+
+
+def device_form(args: argparse.Namespace, argv: list[str], started_at: provenance.Commit) -> dict:
+    """The GPU benchmark (see the module doc), to ``args.deadline_s``; written after each item."""
+    start = time.perf_counter()
+    deadline = Deadline(args.deadline_s)
+    plan = TINY_PLAN if args.tiny else DEVICE_PLAN
+    models = ["classical"] if args.tiny else list(args.models)
+    report: dict = {
+        "description": "seconds per call on JAX's default device (best of --repeats calls after "
+        "the first, compilation apart) of the train step (forward+backward+Adam) and the sampling "
+        "forward, beside its floor: max(XLA bytes / copy bandwidth, XLA FLOPs / matmul rate), "
+        "rates measured here, costs of the program traced without chunking loops; items that "
+        "would pass the deadline (judged by the last item's wall time) are listed as skipped",
+        "matmul_precision": "highest",
+        "tiny": args.tiny,
+        "items": [],
+        "skipped": [],
+    }
+
+    def write() -> None:
+        report["provenance"] = provenance.record(
+            provenance.python_command(argv),
+            wall_s=round(time.perf_counter() - start, 1),
+            packages=("jax", "jaxlib", "flax", "optax", "numpy"),
+            allow_dirty=args.allow_dirty,
+            found=started_at,
+        )
+        io.write_json(args.out, report, sort_keys=False)
+
+    with jax.default_matmul_precision("highest"):
+        report["machine"] = rates = machine_rates(*TINY_RATES if args.tiny else (args.repeats,))
+        write()
+        last = MIN_ITEM_S
+        for name in models:
+            for kind, batch in plan:
+                what = {"model": name, "kind": kind, "batch": batch}
+                if not deadline.allows(last):
+                    left = f"{deadline.left():.0f} s left, the last item took {last:.0f} s"
+                    report["skipped"].append(what | {"reason": left})
+                    continue
+                t0 = time.monotonic()
+                try:
+                    report["items"].append(
+                        what | device_item(name, kind, batch, rates, args.repeats, args.tiny)
+                    )
+                except (jax.errors.JaxRuntimeError, MemoryError) as err:  # e.g. out of memory
+                    report["items"].append(what | {"error": str(err).splitlines()[0][:300]})
+                last = max(MIN_ITEM_S, time.monotonic() - t0)
+                print(json.dumps(report["items"][-1]), flush=True)
+                write()
+    write()
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -270,6 +357,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--no-blocks", action="store_true", help="skip the per-block timing")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_models.json")
+    parser.add_argument("--device-form", action="store_true", help="the GPU form (module doc)")
+    parser.add_argument("--deadline-s", type=float, help="--device-form: seconds it may take")
+    parser.add_argument("--tiny", action="store_true", help="--device-form: a tiny U-Net (tests)")
     provenance.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -278,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
         started_at = provenance.apply_arguments(args, args.out)
     except ProvenanceError as error:  # refused before any work
         parser.error(str(error))
+    if args.device_form:
+        return device_form(args, [sys.argv[0], *argv], started_at)
     models = ["classical", *REFERENCES] + [m for m in args.models if m != "classical"]
 
     start = time.perf_counter()

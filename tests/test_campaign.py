@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qhd_lib import io
+from qhd_lib import io, provenance
 from qhd_lib import train as tr
 from qhd_lib.deadline import Deadline, DeadlineReached
-from qhd_lib.experiments import campaign, plans, samples
+from qhd_lib.errors import ConfigError, RunStateError
+from qhd_lib.experiments import campaign, configure, plans, samples
 from qhd_lib.experiments import run as run_experiment
+from qhd_lib.experiments.overrides import override
 from tests.test_experiments import tiny_world  # noqa: F401  (autouse: tiny model, stub metrics)
 from tests.test_train import TinyNet, tiny_config, tiny_images
 
@@ -189,3 +194,99 @@ def test_the_jax_cache_sends_this_invocations_compiles_first_within_a_files_size
     with tarfile.open(archive) as tar:
         assert tar.getnames() == ["new-a", "new-b", "old-b"]  # room for three: old-a left out
     assert campaign.load_cache(tmp_path / "out", tmp_path / "again") == 3
+
+
+def test_evaluations_are_scored_there_only_when_the_f16_weights_travel(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(campaign, "SCORING_ALLOWANCE_S", 0.0)
+    weights = tmp_path / "inception"
+    weights.mkdir()
+    found = {}
+    for device in (None, "cpu"):  # no GPU for torch there: nothing scored; then a device
+        monkeypatch.setattr(campaign, "scoring_device", lambda device=device: device)
+        found[device] = campaign.device_run(
+            tmp_path / f"out-{device}",
+            deadline_s=10_000.0,
+            work=in_process,
+            results=tmp_path / "results",
+            protocol="smoke",
+            name="mnist_classical_seed42",
+            scratch=tmp_path / f"scratch-{device}",
+            inception=weights,
+        )
+    assert found[None]["evaluations"][0]["metrics"] is None
+    assert found[None]["campaign"]["metrics"] == campaign.METRICS_NOTE
+    scored = found["cpu"]["evaluations"][0]["metrics"]
+    assert (scored["weights"], scored["device"]) == ("f16", "cpu")
+    assert found["cpu"]["campaign"]["metrics"] == campaign.METRICS_ON_DEVICE
+    campaign.collect(tmp_path / "out-cpu", tmp_path / "host", tmp_path / "results")
+    published = io.read_json(tmp_path / "results" / "mnist_classical_seed42" / "run.json")
+    assert published["evaluations"][0]["metrics"]["weights"] == "f16"
+    assert "metrics_skipped" not in published["evaluations"][0]
+
+
+def test_files_already_in_out_count_towards_the_eight(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(campaign, "PART_BYTES", 3000)  # a tar's 10 240-byte record: 4 parts
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    io.write_bytes(run_dir / "train" / tr.CHECKPOINT_FILE, bytes(4500))
+    io.write_json(run_dir / "run.json", {"status": "stopped", "campaign": {"run": "x"}})
+    assert len(campaign.pack(run_dir, tmp_path / "alone")) == 5  # + the log and cache: 7
+    for name in ("bench_models_gpu.json", "bench_circuits_gpu.json"):
+        io.write_json(out / name, {})
+    with pytest.raises(RunStateError, match="bench_models_gpu.json already there"):
+        campaign.pack(run_dir, out)
+
+
+def test_a_new_run_samples_in_as_few_batches_as_memory_allows() -> None:
+    mib = 2**20
+    assert samples.batch_for_memory(7000, mib, 16 * 2**30) == 7000
+    assert samples.batch_for_memory(7000, mib, 4 * 2**30) == 1750  # 2 048 fit: 7 000 / 4
+    assert samples.batch_for_memory(7000, mib, 4 * 2**30, devices=4) == 7000  # 1 750 a device
+    with pytest.raises(ConfigError, match="do not split over 3 devices"):
+        samples.batch_for_memory(7000, mib, 4 * 2**30, devices=3)
+    with pytest.raises(ConfigError, match="set sampling.batch"):
+        samples.batch_for_memory(7000, 2**30, 2**30)
+    per_image = samples.sampling_bytes_per_image(TinyNet())
+    assert per_image >= 2 * 28 * 28 * 4  # at least its input and output, float32
+
+
+def test_a_resumed_run_keeps_the_sampling_batch_it_began_with(tmp_path) -> None:
+    config = configure("smoke")
+    began = override(config, {"sampling.batch": 4})
+    io.write_json(tmp_path / "run.json", {"config": began.to_dict()})
+    assert campaign.sampling_batch(config, tmp_path, "8").sampling.batch == 4
+    assert campaign.sampling_batch(config, tmp_path / "new", "8").sampling.batch == 8
+    assert campaign.sampling_batch(config, tmp_path / "new", "auto") == config  # no memory known
+
+
+def test_the_slot_benchmarks_then_campaigns_and_is_done_by_its_deadline(tmp_path) -> None:
+    out, deadline_s = tmp_path / "OUT", 270.0
+    command = [
+        sys.executable, str(provenance.ROOT / "scripts" / "device_campaign.py"), "slot", "--tiny",
+        "--protocol", "smoke", "--deadline-s", f"{deadline_s:g}", "--bench-s", "150",
+        "--results", str(tmp_path / "results"), "--out", str(out),
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(
+        command, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        timeout=deadline_s + 60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(done.stdout)  # what each part did and took, shown when an assertion below fails
+    assert time.monotonic() - started < deadline_s + 15  # + the interpreter's own start
+    names = {p.name for p in out.iterdir()}
+    assert len(names) <= campaign.MAX_FILES
+    assert {"bench_models_gpu.json", "bench_circuits_gpu.json", "run.json"} <= names
+    assert {campaign.LOG_NAME, campaign.CACHE_FILE} <= names
+    models = io.read_json(out / "bench_models_gpu.json")
+    listed = models["items"] + models["skipped"]
+    assert [(i["kind"], i["batch"]) for i in listed] == [
+        ("train_step", 2), ("forward", 4), ("forward", 8)]  # fmt: skip
+    assert models["items"] and all(i["floor_s"] > 0 for i in models["items"])
+    assert models["provenance"]["git_commit"] == provenance.commit().sha
+    circuits = io.read_json(out / "bench_circuits_gpu.json")
+    assert len(circuits["cases"] + circuits["skipped"]) == 6  # HQConv and FQConv, 3 cases each
+    assert io.read_json(out / "run.json")["campaign"]["run"] == "mnist_classical_seed42"
+    campaign.collect(out, tmp_path / "host", tmp_path / "results")
+    assert (tmp_path / "bench_models_gpu.json").is_file()  # into results/, beside results/paper

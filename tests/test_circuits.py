@@ -376,6 +376,17 @@ def test_chunks_keep_the_largest_tensor_within_the_cache_budget():
     assert chunk_limit(make_ansatz("fqconv")) == CHUNK  # 3-qubit clusters
 
 
+def test_on_a_gpu_the_343000_circuits_of_a_sampling_step_run_in_few_large_chunks(monkeypatch):
+    from qhd_lib.circuits import simulator
+    from qhd_lib.circuits.simulator import chunk_limit, chunk_shape
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    limit = chunk_limit(make_ansatz("hqconv"))
+    assert limit * 8 * 16 * 8 * 8 == simulator.ACCELERATOR_CHUNK_BYTES
+    assert chunk_shape(343_000, limit)[0] == 11  # instead of 1 340 on a CPU
+    assert chunk_limit(make_ansatz("fqconv")) > 2048
+
+
 @pytest.mark.parametrize("n", [2049, 4097, 6272, 7000, 343_000])
 def test_chunks_are_equal_and_pad_fewer_inputs_than_there_are_chunks(n):
     from qhd_lib.circuits.simulator import CHUNK, chunk_shape

@@ -286,3 +286,21 @@ def test_importing_diffusion_loads_neither_pennylane_nor_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_donating_the_sampling_batch_gives_the_images_of_chunks_that_keep_it() -> None:
+    s = d.make_schedule("cosine", T_SHORT)
+    x, key_steps = d.initial_noise(key(8), (2, 4, 4, 1))
+    runs = {
+        donate: [
+            np.asarray(x_t)
+            for _, x_t in d.reverse_chunks(
+                s, toy_eps, 0.5, x, key_steps, "ddpm", None, 40, donate=donate
+            )
+        ]  # fmt: skip
+        for donate in (False, True)
+    }
+    assert len(runs[True]) == 3  # T_SHORT = 100 steps in chunks of 40
+    for kept, donated in zip(runs[False], runs[True], strict=True):
+        np.testing.assert_array_equal(kept, donated)
+    assert not x.is_deleted()  # the caller's x_T is copied, never donated

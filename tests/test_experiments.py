@@ -26,7 +26,7 @@ def tiny_world(monkeypatch):
     monkeypatch.setattr(models, "make_model", lambda name, released_code=False: TinyNet())
     calls: list[tuple[int, str, int, str]] = []
 
-    def fake_measure(images, dataset, n_real, seed, real_split="train", progress=True):
+    def fake_measure(images, dataset, n_real, seed, real_split="train", progress=True, **where):
         calls.append((len(images), dataset, n_real, real_split))
         return {
             "fid": 123.0,
@@ -36,6 +36,8 @@ def tiny_world(monkeypatch):
             "is_std": None,
             "is_unavailable": "stub",
             "n_fake": len(images),
+            "weights": where.get("weights", "f32"),
+            "device": where.get("device", "cpu"),
         }
 
     monkeypatch.setattr(scoring, "measure", fake_measure)
@@ -366,3 +368,27 @@ def test_real_models_share_every_parameter_outside_the_vertex(target) -> None:
     assert {p[0] for p in fresh} == set(vertex)
     assert {p[0] for p in copied}.isdisjoint(vertex)
     assert len(copied) + len(fresh) == len(jax.tree_util.tree_leaves(fresh_target))
+
+
+def test_run_json_records_the_matmul_precision_it_ran_at(tmp_path, monkeypatch) -> None:
+    seen: list[str] = []
+    original = tr.train
+
+    def spy(*args, **kwargs):
+        seen.append(str(jax.config.jax_default_matmul_precision))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "train", spy)
+    paper = ex.run(smoke(**{"evaluation.metrics": False}), tmp_path / "highest", progress=False)
+    assert paper["provenance"]["matmul_precision"] == "highest"
+    assert not any("matmul" in d for d in paper["deviations"])
+    tf32 = ex.run(
+        smoke(**{"evaluation.metrics": False, "matmul_precision": "default"}),
+        tmp_path / "default",
+        progress=False,
+    )
+    assert tf32["provenance"]["matmul_precision"] == "default"
+    assert any("matmul precision 'default'" in d for d in tf32["deviations"])
+    assert seen == ["highest", "default"]  # what the training ran under, not only a label
+    with pytest.raises(ConfigError, match="highest: float32"):
+        smoke(matmul_precision="tf32")

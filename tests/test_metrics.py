@@ -125,6 +125,7 @@ def test_evaluate_reports_its_settings(evaluations: tuple[list[dict], list[tuple
     result = evaluations[0][0]
     assert result["resize"] == M.DEFAULT_RESIZE == "tf1"
     assert result["weights_sha256"] == M.FEATURES_SHA256
+    assert (result["weights"], result["device"]) == ("f32 (exact)", "cpu")
     assert (result["n_real"], result["n_fake"], result["kid_subset_size"]) == (
         N_REAL,
         N_FAKE,
@@ -297,3 +298,43 @@ def test_unknown_resize_mode_is_rejected() -> None:
 def test_kid_subset_larger_than_the_sets_is_rejected(real: np.ndarray) -> None:
     with pytest.raises(ValueError, match="smaller subset_size"):
         M.kid_from_features(real, real[:5], subset_size=10)
+
+
+@pytest.fixture(scope="module")
+def f16_file() -> dict:
+    """The float16 copy written into the private weights dir, as `write_f16_weights` reports it."""
+    return M.write_f16_weights()
+
+
+def test_f16_weights_are_the_f32_weights_rounded_and_load_upcast(f16_file: dict) -> None:
+    assert f16_file["sha256"] == M.F16_SHA256  # the same bytes as the file the GPU verifies
+    assert f16_file["bytes"] < 0.55 * M.features_weights_path().stat().st_size
+    exact = M._load_network(str(M.features_weights_path()))
+    upcast = M._load_network(str(M.f16_weights_path()))
+    pairs = list(zip(exact.state_dict().items(), upcast.state_dict().items(), strict=True))
+    assert pairs
+    for (name, a), (other, b) in pairs:
+        assert name == other and b.dtype == a.dtype
+        if a.is_floating_point():
+            assert torch.equal(b, a.half().float()), name
+
+
+def test_evaluate_with_f16_weights_says_so_and_stays_close(
+    f16_file: dict, noisy: list[np.ndarray], evaluations: tuple[list[dict], list[tuple]]
+) -> None:
+    kwargs = dict(n_real=N_REAL, real_split="test", kid_subset_size=N_FAKE, kid_subsets=20)
+    result = M.evaluate(noisy[0], "mnist", progress=False, weights="f16", **kwargs)
+    assert (result["weights"], result["weights_sha256"]) == (
+        "f16 stored, upcast to f32",
+        M.F16_SHA256,
+    )
+    exact = evaluations[0][0]["fid"]
+    assert result["fid"] != exact and abs(result["fid"] - exact) < 1e-3 * exact
+
+
+def test_missing_f16_weights_error_names_the_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("QHD_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="python -m qhd_lib.metrics f16"):
+        M.inception(weights="f16")
+    with pytest.raises(ValueError, match="use one of f32, f16"):
+        M.inception(weights="bf16")

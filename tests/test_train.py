@@ -253,3 +253,34 @@ def test_parameters_loaded_against_another_model_name_the_mismatching_paths(tmp_
     expected = r"dec/kernel: \(3, 3, 4, 1\) in the file, \(3, 3, 6, 1\) expected"
     with pytest.raises(RunStateError, match=expected):
         tr.load_params(tmp_path / "p.msgpack", template=other)
+
+
+def test_donating_the_state_gives_the_numbers_of_a_step_that_keeps_it(tmp_path) -> None:
+    images, config = tiny_images(), tiny_config()
+    kept = tr.train(TinyNet(), images, config, tmp_path / "kept", progress=False, donate=False)
+    donated = tr.train(TinyNet(), images, config, tmp_path / "donated", progress=False)
+    leaves = [jax.tree_util.tree_leaves(r.state) for r in (kept, donated)]
+    assert all(np.array_equal(a, b) for a, b in zip(*leaves, strict=True))
+    logs = [(tmp_path / d / tr.LOG_FILE).read_text().splitlines() for d in ("kept", "donated")]
+    losses = [[json.loads(row)["loss"] for row in log] for log in logs]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+
+
+def test_training_never_donates_the_parameters_it_was_given() -> None:
+    init = tr.init_params(TinyNet(), 3, (8, 8, 1))
+    tr.train(TinyNet(), tiny_images(), tiny_config(epochs=1 / 3), init=init, progress=False)
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(init))
+
+
+def test_steps_wait_for_the_device_only_once_per_logged_block(monkeypatch) -> None:
+    reads: list[int] = []
+    original = tr._read_losses
+
+    def counted(pending, done, ckpt):
+        reads.append(len(pending))
+        return original(pending, done, ckpt)
+
+    monkeypatch.setattr(tr, "_read_losses", counted)
+    result = tr.train(TinyNet(), tiny_images(), tiny_config(log_every=4), progress=False)
+    assert reads == [1, 3, 4, 4]  # the compiling step alone, then one read per block of 4
+    assert len(result.step_times_s) == result.total_steps == 12

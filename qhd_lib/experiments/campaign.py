@@ -13,18 +13,25 @@ invocation resumes to exactly the numbers of a run that never stopped. What come
   a sampling chunk in progress), in parts of at most `PART_BYTES`; only logs once it is complete;
 - ``samples_epoch*.npz``: the uint8 samples of each evaluation finished in this invocation;
 - ``jax_cache.tar``: JAX's compilation cache, sent along next time to skip the compiles;
-- ``campaign.log``: what the invocation did, and when.
+- ``campaign.log``: what the invocation did, and when;
+- anything else already in ``--out`` (the slot's benchmark files, ``bench_*.json``) counts
+  towards the eight.
 
 On the host, :func:`collect` files them: the state to send back next time under
-``.campaign/send/state``, finished samples under ``.campaign/back/<run>``, and a complete run
-into ``results/paper/<run>/`` (run.json, training log, samples, grids), ready to commit. Metrics
-are not computed on the GPU machine (the Inception weights do not travel yet): each record says
-so, and ``experiments evaluate`` scores the samples on the host. :func:`prepare` packs the
-training images of the next run's dataset (compressed IDX files) and prints the device command.
+``.campaign/send/state``, finished samples under ``.campaign/back/<run>``, benchmark files into
+``results/``, and a complete run into ``results/paper/<run>/`` (run.json, training log, samples,
+grids), ready to commit. Metrics: when the float16 Inception weights travel along
+(``prepare --inception``, `qhd_lib.metrics.write_f16_weights`) and torch sees a GPU there, each
+evaluation finished in an invocation is scored there, upcast to float32
+(:func:`score_evaluations`); otherwise its samples come back and ``experiments evaluate`` scores
+them on the host with the exact f32 weights. Every metrics result names its weights and device.
+:func:`prepare` packs the training images of the next run's dataset (compressed IDX files) and
+prints the device command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io as pyio
 import json
@@ -32,13 +39,16 @@ import os
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qhd_lib import data, io, provenance
+from qhd_lib import data, io, metrics, provenance
 from qhd_lib.errors import ConfigError, RunStateError
+from qhd_lib.experiments import samples as sampling
+from qhd_lib.experiments import scoring
 from qhd_lib.experiments.config import RunConfig
+from qhd_lib.experiments.overrides import override
 from qhd_lib.experiments.plans import PlannedRun, campaign_runs
 from qhd_lib.experiments.protocols import configure
 from qhd_lib.experiments.publish import SOURCE_LOG
@@ -52,9 +62,17 @@ STATE_PREFIX = "state.tar."
 LOG_NAME = "campaign.log"
 HOST_DIR = Path(".campaign")
 METRICS_NOTE = (
-    "not measured on the GPU machine (the Inception weights do not travel there): score the "
-    "samples on the host with `python -m qhd_lib.experiments evaluate`"
+    "not measured on the GPU machine (the float16 Inception weights did not travel there, or "
+    "there was no time or no GPU for torch): score the samples on the host with "
+    "`python -m qhd_lib.experiments evaluate`"
 )
+METRICS_ON_DEVICE = (
+    "scored on the GPU machine with the float16 Inception weights upcast to float32 "
+    "(results/metrics_f16.json measures the difference to the exact weights)"
+)
+INCEPTION_DIR = "inception"  # prepare --inception: .campaign/send/inception/<F16_FILE>
+SCORING_ALLOWANCE_S = 120.0  # torch's start, the Inception on 7 000 fake and 7 000 real images
+BENCH_PREFIX = "bench_"  # the slot's benchmark files: filed into results/ by collect
 TRANSFER_REHEARSAL = {  # a transfer run at a protocol other than the paper's: 1 + 1 epochs
     "train.epochs": 2,
     "train.transfer.source_epochs": 1,
@@ -122,9 +140,11 @@ def device_run(
     protocol: str = "paper",
     name: str | None = None,
     scratch: Path,
+    inception: Path | None = None,
 ) -> dict[str, Any] | None:
     """One invocation: pick the run, unpack its state into ``scratch``, let ``work`` train and
-    sample it until ``deadline_s`` minus the time packing takes, pack what it left into ``out``.
+    sample it until ``deadline_s`` minus the time packing (and scoring) takes, score what it
+    sampled when ``inception`` holds the float16 weights, pack what it left into ``out``.
 
     ``work(run_dir, config, hard_s)`` makes the run (``config.deadline_s`` is its own deadline);
     ``hard_s`` is when it must be over in any case (the command line kills a child process then).
@@ -143,16 +163,18 @@ def device_run(
     log.write(f"run {run_name(planned)} at protocol {protocol}; {unpacked} state bytes unpacked")
     if data_dir is not None:
         os.environ["QHD_DATA_DIR"] = str(_unpack_data(data_dir, scratch / "data"))
-    reserve = packing_reserve(deadline_s)
+    reserve = packing_reserve(deadline_s) + (SCORING_ALLOWANCE_S if inception else 0.0)
     hard_s = deadline_s - reserve - (time.monotonic() - started)
     config = campaign_config(planned, protocol, max(hard_s - WORK_START_S, 1.0))
     invocations = saved["campaign"]["invocations"] if resumed else 0
     work(run_dir, config, hard_s)
     record = read_run(run_dir) or {}
+    left = deadline_s - packing_reserve(deadline_s) - (time.monotonic() - started)
+    scored = score_evaluations(record, run_dir, inception, left, log) if inception else 0
     record["campaign"] = {
         "run": run_name(planned),
         "protocol": protocol,
-        "metrics": METRICS_NOTE,
+        "metrics": METRICS_ON_DEVICE if scored else METRICS_NOTE,
         "invocations": invocations + 1,
     }
     io.write_json(run_dir / RUN_FILE, record)
@@ -163,6 +185,97 @@ def device_run(
 
 
 WORK_START_S = 10.0  # a child process's imports before its own deadline starts counting
+
+
+def scoring_device() -> str | None:
+    """The torch device to score on here: "cuda" where torch sees a GPU, else None (a CPU
+    leaves the scoring to the host, where it takes minutes, not seconds)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def score_evaluations(
+    record: dict[str, Any], run_dir: Path, inception: Path, left_s: float, log: _Log
+) -> int:
+    """Score, with the float16 Inception weights in ``inception`` upcast to float32, every
+    evaluation of ``record`` whose samples this invocation made (they are in ``run_dir``) and
+    that has no metrics yet, while ``left_s`` seconds allow; returns how many were scored. Each
+    result names the weights and the device (`qhd_lib.metrics.evaluate`)."""
+    device = scoring_device()
+    todo = [
+        e for e in record.get("evaluations", [])
+        if e.get("metrics") is None and (run_dir / e["samples_file"]).is_file()
+    ]  # fmt: skip
+    if device is None or not todo:
+        log.write(f"{len(todo)} evaluations to score; torch device: {device or 'none (no GPU)'}")
+        return 0
+    config = record["config"]
+    ev, scored, started = config["evaluation"], 0, time.monotonic()
+    where = {"QHD_WEIGHTS_DIR": str(inception), "QHD_CACHE_DIR": str(run_dir.parent / "cache")}
+    with _environment(where):
+        for entry in todo:
+            if time.monotonic() - started + SCORING_ALLOWANCE_S > left_s:
+                log.write(f"no time left to score epoch {entry['epoch']:g}: the host scores it")
+                break
+            t = time.perf_counter()
+            entry["metrics"] = scoring.measure(
+                io.load_images(run_dir / entry["samples_file"]),
+                config["data"]["dataset"],
+                ev["n_real"],
+                config["seed"],
+                ev["real_split"],
+                progress=False,
+                weights="f16",
+                device=device,
+            )
+            entry["metrics_wall_s"] = time.perf_counter() - t
+            scored += 1
+            log.write(f"scored epoch {entry['epoch']:g} on {device}: FID {entry['metrics']['fid']}")
+    return scored
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Environment variables set to ``values`` inside, restored after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def sampling_batch(config: RunConfig, run_dir: Path, requested: int | str | None) -> RunConfig:
+    """``config`` with the sampling batch of this run: the one a resumed run began with (its
+    run.json: the noise of each batch depends on it), else ``requested`` (a number, or "auto":
+    the largest that device memory allows, `samples.batch_for_memory`; the protocol's on a
+    device that does not report its memory, a CPU)."""
+    saved = read_run(run_dir)
+    if saved is not None and "config" in saved:
+        batch = saved["config"]["sampling"]["batch"]
+    elif requested == "auto":
+        memory = sampling.device_memory_bytes()
+        if memory is None:
+            return config
+        from qhd_lib import models, sharding
+
+        model = models.make_model(
+            config.model.architecture, released_code=config.model.released_code
+        )
+        devices = sharding.device_count(sharding.batch_mesh())
+        batch = sampling.batch_for_memory(
+            config.evaluation.samples, sampling.sampling_bytes_per_image(model), memory, devices
+        )
+    elif requested is None:
+        return config
+    else:
+        batch = int(requested)
+    return override(config, {"sampling.batch": batch, "sampling.chunk": None})
 
 
 def packing_reserve(deadline_s: float) -> float:
@@ -181,11 +294,14 @@ def pack(run_dir: Path, out: Path) -> list[Path]:
     keep = _state_files(run_dir, logs_only=is_complete(run_dir))
     archive = _tar({str(p.relative_to(run_dir)): p.read_bytes() for p in keep})
     parts = [archive[i : i + PART_BYTES] for i in range(0, len(archive), PART_BYTES)] or [b""]
-    room = MAX_FILES - len(written) - 2  # the log and the JAX cache
+    ours = {p.name for p in written} | {LOG_NAME, CACHE_FILE}
+    others = [p for p in out.iterdir() if p.name not in ours]  # e.g. the slot's benchmarks
+    room = MAX_FILES - len(written) - 2 - len(others)  # the log and the JAX cache
     if len(parts) > room:
         raise RunStateError(
             f"the state of {run_dir} needs {len(parts)} files of {PART_BYTES >> 20} MiB but only "
-            f"{room} are left of {MAX_FILES}; evaluate fewer epochs per invocation"
+            f"{room} are left of {MAX_FILES} ({', '.join(sorted(p.name for p in others))} "
+            "already there); evaluate fewer epochs per invocation"
         )
     written += [io.write_bytes(out / f"{STATE_PREFIX}{i}", b) for i, b in enumerate(parts)]
     return written
@@ -308,9 +424,11 @@ def pack_data(dataset: str, into: Path) -> Path:
     return io.write_bytes(into / f"{dataset}.tar.xz", buffer.getvalue())
 
 
-def prepare(host: Path, results: Path) -> dict[str, Any]:
+def prepare(host: Path, results: Path, inception: bool = False) -> dict[str, Any]:
     """Before a slot: the next run, its dataset packed into ``host/send/data``, and the commit
-    (the tree must be clean: what runs there is what the commit holds)."""
+    (the tree must be clean: what runs there is what the commit holds); with ``inception``, the
+    float16 Inception weights into ``host/send/inception`` (44 MB more to send: the GPU
+    machine then scores the samples it makes), else none there."""
     found = provenance.commit()
     if found.dirty or found.sha == provenance.UNCOMMITTED:
         raise ConfigError(
@@ -327,6 +445,15 @@ def prepare(host: Path, results: Path) -> dict[str, Any]:
             old.unlink()
     if not (data_dir / f"{planned.dataset}.tar.xz").exists():
         pack_data(planned.dataset, data_dir)
+    weights = host / "send" / INCEPTION_DIR
+    if inception:
+        try:
+            found_weights = metrics.f16_weights_path()
+        except (FileNotFoundError, ValueError) as err:  # the message says how to make them
+            raise ConfigError(str(err)) from None
+        io.write_bytes(weights / metrics.F16_FILE, found_weights.read_bytes())
+    elif weights.is_dir():
+        shutil.rmtree(weights)
     send = sum(p.stat().st_size for p in (host / "send").rglob("*") if p.is_file())
     return {"run": run_name(planned), "commit": found.sha, "send_bytes": send}
 
@@ -334,12 +461,19 @@ def prepare(host: Path, results: Path) -> dict[str, Any]:
 def collect(back: Path, host: Path, results: Path) -> dict[str, Any]:
     """After a slot: file the files that came back (``back``) under ``host`` and, when the run is
     complete, write it into ``results/<run>/`` (run.json, logs, samples, grids)."""
+    bench = [p for p in back.iterdir() if p.name.startswith(BENCH_PREFIX)]
+    for path in bench:  # the slot's benchmarks name their commit: results/, ready to commit
+        io.write_bytes(results.parent / path.name, path.read_bytes())
+    if not (back / RUN_FILE).is_file():  # a slot that had no time left for the campaign
+        return {"run": None, "bench": sorted(p.name for p in bench)}
     record = io.read_json(back / RUN_FILE)
     name = record["campaign"]["run"]
     state, keep = host / "send" / "state", host / "back" / name
     for old in state.glob(f"{STATE_PREFIX}*"):
         old.unlink()
     for path in back.iterdir():
+        if path.name.startswith(BENCH_PREFIX):
+            continue
         if path.name.startswith("samples_epoch") or path.name == LOG_NAME:
             target = keep / path.name
             text = path.read_bytes()
@@ -379,19 +513,25 @@ def _publish(record: dict[str, Any], state: Path, keep: Path, dest: Path) -> Pat
         )
         entry["grid_png"] = png.name
         entry.pop("grid_skipped", None)
-        entry["metrics_skipped"] = METRICS_NOTE
+        if entry.get("metrics") is None:
+            entry["metrics_skipped"] = METRICS_NOTE
     record["collected"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     io.write_json(dest / RUN_FILE, record)
     return dest
 
 
-def device_command(commit: str, deadline_s: float) -> str:
-    """The command the GPU machine runs (in the root of the tree that was sent)."""
+def device_command(commit: str, deadline_s: float, command: str = "run") -> str:
+    """The command the GPU machine runs (in the root of the tree that was sent): ``run`` (the
+    campaign) or ``slot`` (the benchmarks first, then the campaign), with the float16 Inception
+    weights when `prepare` put them there."""
     send = HOST_DIR / "send"
+    weights = send / INCEPTION_DIR
+    extra = f" --inception {weights}" if (weights / metrics.F16_FILE).is_file() else ""
     return json.dumps(
         {
-            "command": f"python3 scripts/device_campaign.py run --deadline-s {deadline_s:g} "
-            f"--commit {commit} --state {send / 'state'} --data {send / 'data'} --out $OUT",
+            "command": f"python3 scripts/device_campaign.py {command} --deadline-s "
+            f"{deadline_s:g} --commit {commit} --state {send / 'state'} --data {send / 'data'}"
+            f"{extra} --out $OUT",
             "carry": [str(send)],
         }
     )

@@ -33,6 +33,9 @@ from qhd_lib.models import CONTROL_NAMES, MODEL_NAMES, model_config
 
 _PAPER_TRAINING = train.TrainConfig()
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+# JAX's precision of float32 matrix products and convolutions (`jax.default_matmul_precision`):
+# "highest" is float32 throughout; "high" (bfloat16 x 3) and "default" (a GPU's TF32) are faster.
+MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "high", "default")
 PRETRAINED_PREFIX = "pretrained:"
 DEFAULT_DDIM_STEPS = 50
 FREEZABLE: tuple[str, ...] = tuple(train.FROZEN_GROUPS)
@@ -283,7 +286,8 @@ class RunConfig:
     """One run: a column of Table 1/2 (or a control) at some protocol, with one seed.
 
     ``deadline_s`` bounds one invocation (seconds), not what the run computes: a resume may
-    change it, and it is left out of :meth:`identity`.
+    change it, and it is left out of :meth:`identity`. ``matmul_precision`` (`MATMUL_PRECISIONS`)
+    is float32 "highest" for the paper's protocol: on a GPU, JAX's default would use TF32.
     """
 
     protocol: str = "paper"
@@ -295,10 +299,16 @@ class RunConfig:
     ema: EmaSection = EmaSection()
     sampling: SamplingSection = SamplingSection()
     evaluation: EvaluationSection = EvaluationSection()
+    matmul_precision: str = "highest"
     deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be 0 or more, got {self.seed}")
+        require(
+            self.matmul_precision in MATMUL_PRECISIONS,
+            f"unknown matmul_precision {self.matmul_precision!r}; use one of "
+            f"{', '.join(MATMUL_PRECISIONS)} (highest: float32, the paper's protocol)",
+        )
         _positive("deadline_s", self.deadline_s, optional=True)
         epochs = self.train.epochs
         bad = [e for e in self.evaluation.epochs if not 0 < e <= epochs]

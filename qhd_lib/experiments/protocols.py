@@ -128,6 +128,11 @@ def deviations(config: RunConfig) -> list[str]:
             value, published = getattr(ours, field.name), getattr(theirs, field.name)
             if value != published:
                 out.append(f"{section}.{field.name} = {value} instead of the paper's {published}")
+    if config.matmul_precision != paper.matmul_precision:
+        out.append(
+            f"matmul precision {config.matmul_precision!r} instead of float32 "
+            f"{paper.matmul_precision!r}"
+        )
     if config.model.released_code:
         out.append(RELEASED_DEVIATION)
     return out

@@ -2,7 +2,8 @@
 
 :func:`run` writes ``out/run.json`` (`records`) after every stage, so a killed run loses at most
 the stage it was in: rerunning resumes training from its last checkpoint, keeps finished
-evaluations and, with ``sampling.chunk``, resumes sampling at its next chunk. With ``deadline_s``
+evaluations and, with ``sampling.chunk``, resumes sampling at its next chunk. Everything runs at
+the config's ``matmul_precision``, which run.json's provenance records. With ``deadline_s``
 an invocation stops, saved, before a unit of work would run past it (`qhd_lib.deadline`), records
 the status ``stopped``, and the next one resumes to the numbers of a run that never stopped.
 """
@@ -64,6 +65,8 @@ def run(
     deadline = Deadline(config.deadline_s)
     provenance.check_clean_for(out, allow_dirty)
     previous = read_run(out)
+    if previous is not None and "config" not in previous:  # a record of a run never started
+        previous = None
     if previous is not None and _identity(previous["config"]) != config.identity():
         raise RunStateError(
             f"{out} holds a run with another configuration; use a new output "
@@ -77,13 +80,15 @@ def run(
         "seed": config.seed,
         "provenance": provenance.record(
             command or "(called from Python)", seed=config.seed, allow_dirty=allow_dirty
-        ),
+        )
+        | {"matmul_precision": matmul_precision(config)},
         "started": _now(),
         "status": "training",
     }
     io.write_json(out / RUN_FILE, record)
     try:
-        _train_and_evaluate(config, out, record, previous, progress, deadline)
+        with jax.default_matmul_precision(config.matmul_precision):
+            _train_and_evaluate(config, out, record, previous, progress, deadline)
     except DeadlineReached as stop:
         record["status"], record["stopped"] = "stopped", str(stop)
         record["wall_s_this_invocation"] = record["provenance"]["wall_s"] = time.perf_counter() - t0
@@ -94,6 +99,12 @@ def run(
     record["wall_s_this_invocation"] = record["provenance"]["wall_s"] = time.perf_counter() - t0
     io.write_json(out / RUN_FILE, record)
     return record
+
+
+def matmul_precision(config: RunConfig) -> str:
+    """The precision JAX uses for float32 matrix products under ``config``, as JAX reports it."""
+    with jax.default_matmul_precision(config.matmul_precision):
+        return str(jax.config.jax_default_matmul_precision)
 
 
 def _train_and_evaluate(

@@ -105,6 +105,8 @@ def draw_samples(
                 STEPS_PER_CHUNK, first=first, mesh=mesh,
             ):  # fmt: skip
                 bar.update(done - bar.n)
+                if deadline.at is not None:  # time the chunk itself, not its dispatch
+                    x_t.block_until_ready()
                 chunk_s, t0 = time.monotonic() - t0, time.monotonic()
                 need = chunk_s + train.SAVE_ALLOWANCE_S
                 if done < n_steps and not deadline.allows(need):
@@ -114,6 +116,53 @@ def draw_samples(
     if partial is not None:
         partial.unlink(missing_ok=True)
     return np.concatenate(out)
+
+
+MEMORY_FRACTION = 0.5  # of a device's memory that a sampling batch's images may take
+PROBE_BATCHES = (8, 16)  # two batches whose compiled memory gives the cost of one more image
+
+
+def batch_for_memory(n: int, bytes_per_image: float, memory_bytes: float, devices: int = 1) -> int:
+    """The largest batch that cuts ``n`` samples into equal batches, splits evenly over
+    ``devices``, and whose images take at most `MEMORY_FRACTION` of each device's
+    ``memory_bytes``: 7 000 samples in as few compiled batches as memory allows."""
+    if n % devices:
+        raise ConfigError(
+            f"{n} samples do not split over {devices} devices; use a multiple of {devices} "
+            "(evaluation.samples) or make fewer devices visible (CUDA_VISIBLE_DEVICES)"
+        )
+    room = MEMORY_FRACTION * memory_bytes / max(bytes_per_image, 1.0)
+    fits = [b for b in range(devices, n + 1, devices) if n % b == 0 and b / devices <= room]
+    if not fits:
+        raise ConfigError(
+            f"not even {devices} of the {n} samples fit in {memory_bytes / 2**30:.1f} GiB at "
+            f"{bytes_per_image / 2**20:.1f} MiB an image; set sampling.batch (--sample-batch) "
+            "yourself or use a device with more memory"
+        )
+    return max(fits)
+
+
+def sampling_bytes_per_image(model: Any) -> float:
+    """Device memory one more image costs in a reverse step: the slope of XLA's planned memory
+    (arguments, outputs, temporaries) of the network's forward pass between `PROBE_BATCHES`.
+    Compiled from shapes alone: no parameters are made."""
+    x1 = jax.ShapeDtypeStruct((1, *IMAGE_SHAPE), jnp.float32)
+    t1 = jax.ShapeDtypeStruct((1,), jnp.int32)
+    params = jax.eval_shape(lambda *a: model.init(*a)["params"], jax.random.key(0), x1, t1)
+    planned = []
+    for b in PROBE_BATCHES:
+        x = jax.ShapeDtypeStruct((b, *IMAGE_SHAPE), jnp.float32)
+        t = jax.ShapeDtypeStruct((b,), jnp.int32)
+        m = jax.jit(_apply_fn(model)).lower(params, x, t).compile().memory_analysis()
+        planned.append(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+    (b0, b1), (m0, m1) = PROBE_BATCHES, planned
+    return max((m1 - m0) / (b1 - b0), 1.0)
+
+
+def device_memory_bytes() -> int | None:
+    """Memory of the first device JAX sees, where it says (a GPU), else None (a CPU)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit")
 
 
 def _write_partial(
@@ -254,7 +303,9 @@ def sample_from_run(
         changes["train.transfer.seed" if config.train.transfer else "seed"] = seed
     config = override(config, changes)
     t = time.perf_counter()
-    path = io.save_images(out, draw_for_run(model, params, config, n, progress=progress))
+    with jax.default_matmul_precision(config.matmul_precision):
+        images = draw_for_run(model, params, config, n, progress=progress)
+    path = io.save_images(out, images)
     info = {
         "samples_file": str(path),
         "run": str(run_dir),
@@ -264,7 +315,8 @@ def sample_from_run(
         "sampling_wall_s": time.perf_counter() - t,
         "provenance": provenance.record(
             command or "(called from Python)", seed=config.sampling_seed
-        ),
+        )
+        | {"matmul_precision": config.matmul_precision},
     }
     io.write_json(path.with_suffix(".json"), info)
     return info

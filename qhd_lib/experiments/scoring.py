@@ -23,12 +23,23 @@ def measure(
     seed: int,
     real_split: str = "train",
     progress: bool = True,
+    *,
+    weights: str = "f32",
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """FID, KID ± std, IS ± std of ``images`` (torch is imported only here)."""
+    """FID, KID ± std, IS ± std of ``images`` (torch is imported only here), with the Inception
+    ``weights`` ("f32" exact, "f16" upcast) on the torch ``device``; the result names both."""
     from qhd_lib import metrics
 
     return metrics.evaluate(
-        images, dataset, n_real=n_real, real_split=real_split, seed=seed, progress=progress
+        images,
+        dataset,
+        n_real=n_real,
+        real_split=real_split,
+        seed=seed,
+        progress=progress,
+        weights=weights,
+        device=device,
     )
 
 
