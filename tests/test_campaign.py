@@ -290,3 +290,13 @@ def test_the_slot_benchmarks_then_campaigns_and_is_done_by_its_deadline(tmp_path
     assert io.read_json(out / "run.json")["campaign"]["run"] == "mnist_classical_seed42"
     campaign.collect(out, tmp_path / "host", tmp_path / "results")
     assert (tmp_path / "bench_models_gpu.json").is_file()  # into results/, beside results/paper
+
+
+def test_a_call_that_would_send_more_than_64_mib_is_refused_naming_the_fix():
+    campaign.check_carry(40 << 20, 24 << 20)  # exactly the limit fits
+    with pytest.raises(ConfigError, match="without --inception"):
+        campaign.check_carry(12 << 20, (52 << 20) + 1)
+
+
+def test_the_tree_a_call_sends_counts_tracked_files():
+    assert campaign.tree_bytes() >= (provenance.ROOT / "README.md").stat().st_size

@@ -37,6 +37,7 @@ import io as pyio
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ from qhd_lib.experiments.records import RUN_FILE, SOURCE_DIR, TRAIN_DIR, read_ru
 from qhd_lib.train import LOG_FILE
 
 MAX_FILES = 8  # what the GPU machine sends back: at most 8 files of at most 16 MiB
+CARRY_LIMIT_BYTES = 64 << 20  # what a call takes along: the working tree and the carried paths
 PART_BYTES = 15 * 2**20
 CACHE_FILE = "jax_cache.tar"
 STATE_PREFIX = "state.tar."
@@ -424,6 +426,28 @@ def pack_data(dataset: str, into: Path) -> Path:
     return io.write_bytes(into / f"{dataset}.tar.xz", buffer.getvalue())
 
 
+def tree_bytes(root: Path = provenance.ROOT) -> int:
+    """Bytes of the working tree a call sends: tracked files and the untracked ones git does
+    not ignore (ignored paths travel only when carried)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return sum((root / p).stat().st_size for p in listed.split("\0") if (root / p).is_file())
+
+
+def check_carry(tree: int, send: int, limit: int = CARRY_LIMIT_BYTES) -> None:
+    """Refuse a call whose tree and carried files together exceed what a call takes along."""
+    if tree + send > limit:
+        raise ConfigError(
+            f"the call would send {(tree + send) / 2**20:.1f} MiB (tree {tree / 2**20:.1f} MiB, "
+            f"carried {send / 2**20:.1f} MiB), over the {limit >> 20} MiB a call takes along: "
+            "prepare again without --inception (score on the host), or remove untracked files"
+        )
+
+
 def prepare(host: Path, results: Path, inception: bool = False) -> dict[str, Any]:
     """Before a slot: the next run, its dataset packed into ``host/send/data``, and the commit
     (the tree must be clean: what runs there is what the commit holds); with ``inception``, the
@@ -455,7 +479,9 @@ def prepare(host: Path, results: Path, inception: bool = False) -> dict[str, Any
     elif weights.is_dir():
         shutil.rmtree(weights)
     send = sum(p.stat().st_size for p in (host / "send").rglob("*") if p.is_file())
-    return {"run": run_name(planned), "commit": found.sha, "send_bytes": send}
+    tree = tree_bytes()
+    check_carry(tree, send)
+    return {"run": run_name(planned), "commit": found.sha, "send_bytes": send, "tree_bytes": tree}
 
 
 def collect(back: Path, host: Path, results: Path) -> dict[str, Any]:
