@@ -44,6 +44,14 @@ PRETRAINED: dict[tuple[str, str], Pretrained] = {
         "e7dccd42ebf24c365a67f6deea2138001398a48718f89c9f109be0de988c786a",
         "results/epoch1/mnist_classical_seed42",
     ),
+    ("mnist", "fullhqconv"): Pretrained(
+        "mnist",
+        "fullhqconv",
+        10,
+        "mnist_fullhqconv.msgpack",
+        "5b301e3548fc4465b0a4950b85abf3afb34c87d31f1e5818cbe448e41f7ee43b",
+        "results/epoch1/mnist_fullhqconv_seed42",
+    ),
 }
 
 
