@@ -69,6 +69,20 @@ TARGET_VS_ATTENTION_FREE = 1.5  # classical train step (and forward) ÷ the atte
 REFERENCES = ("classical-attention-free", "classical-direct-attention")
 
 
+def adam_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
+    """The benchmarked train step: MSE noise loss, its gradient, one optimizer update."""
+
+    def train_step(params, opt_state, x, t, noise):
+        def loss(p):
+            return jnp.mean((model.apply({"params": p}, x, t) - noise) ** 2)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return train_step
+
+
 def timed(fn: Callable, *args: Any, repeats: int) -> tuple[float, float]:
     """(first call incl. compile, best of ``repeats`` further calls), in seconds."""
     t0 = time.perf_counter()
@@ -143,14 +157,7 @@ def compile_model(name: str, batch: int, sample_batch: int) -> Compiled:
         params = jax.jit(model.init)(key, x[:1], t[:1])["params"]
         opt_state = tx.init(params)
 
-        def train_step(params, opt_state, x, t, noise):
-            def loss(p):
-                return jnp.mean((model.apply({"params": p}, x, t) - noise) ** 2)
-
-            value, grads = jax.value_and_grad(loss)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, value
-
+        train_step = adam_step(model, tx)
         step = jax.jit(train_step).lower(params, opt_state, x, t, noise).compile()
         forward = (
             jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
@@ -262,14 +269,7 @@ def device_program(name: str, kind: str, batch: int, tiny: bool) -> tuple[Callab
     noise = jax.random.normal(jax.random.key(1), x.shape)
     tx = optax.adam(1e-3, b1=0.9, b2=0.99, eps=1e-8)
 
-    def train_step(params, opt_state, x, t, noise):
-        def loss(p):
-            return jnp.mean((model.apply({"params": p}, x, t) - noise) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
+    train_step = adam_step(model, tx)
     return train_step, (params, tx.init(params), x, t, noise)
 
 
