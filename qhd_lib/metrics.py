@@ -130,19 +130,24 @@ def _file_sha256(path: Path) -> str:
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def features_weights_path() -> Path:
-    """Path of the verified pool3 TorchScript file; a clear error if it is missing or wrong."""
-    path = weights_dir() / FEATURES_FILE
+def _verified(path: Path, expected: str, what: str, fix: str) -> Path:
+    """``path`` if it holds the file whose sha256 is ``expected``; else an error naming ``fix``."""
     if not path.is_file():
-        raise FileNotFoundError(f"Inception weights not found at {path}; {FETCH_HINT}")
+        raise FileNotFoundError(f"{what} not found at {path}; {fix}")
     digest = _file_sha256(path)
-    if digest != FEATURES_SHA256:
+    if digest != expected:
         raise ValueError(
-            f"Inception weights at {path} have sha256 {digest[:16]}..., expected "
-            f"{FEATURES_SHA256[:16]}...: the file is corrupt or not the right one; delete it and "
-            f"run `python -m qhd_lib.metrics fetch`"
+            f"{what} at {path} have sha256 {digest[:16]}..., expected {expected[:16]}...: the "
+            f"file is corrupt or not the right one; delete it and {fix}"
         )
     return path
+
+
+def features_weights_path() -> Path:
+    """Path of the verified pool3 TorchScript file; a clear error if it is missing or wrong."""
+    return _verified(
+        weights_dir() / FEATURES_FILE, FEATURES_SHA256, "Inception weights", FETCH_HINT
+    )
 
 
 def _check_weights(weights: str) -> None:
@@ -153,16 +158,7 @@ def _check_weights(weights: str) -> None:
 def f16_weights_path() -> Path:
     """Path of the verified float16 copy (:func:`write_f16_weights`); a clear error if missing
     or not the file that :data:`F16_SHA256` names."""
-    path = weights_dir() / F16_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"float16 Inception weights not found at {path}; {F16_HINT}")
-    digest = _file_sha256(path)
-    if digest != F16_SHA256:
-        raise ValueError(
-            f"float16 Inception weights at {path} have sha256 {digest[:16]}..., expected "
-            f"{F16_SHA256[:16]}...: delete the file and {F16_HINT}"
-        )
-    return path
+    return _verified(weights_dir() / F16_FILE, F16_SHA256, "float16 Inception weights", F16_HINT)
 
 
 def weights_path(weights: str = "f32") -> Path:

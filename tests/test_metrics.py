@@ -338,3 +338,12 @@ def test_missing_f16_weights_error_names_the_command(tmp_path, monkeypatch) -> N
         M.inception(weights="f16")
     with pytest.raises(ValueError, match="use one of f32, f16"):
         M.inception(weights="bf16")
+
+
+def test_corrupt_f16_weights_error_names_the_command(tmp_path, monkeypatch) -> None:
+    (tmp_path / M.F16_FILE).write_bytes(b"not the float16 copy")
+    monkeypatch.setenv("QHD_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(
+        ValueError, match="corrupt or not the right one.*python -m qhd_lib.metrics f16"
+    ):
+        M.inception(weights="f16")
