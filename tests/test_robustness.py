@@ -7,9 +7,13 @@ data, pairing, sampling, files, resume and provenance are the real thing.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from qhd_lib import circuits, io, models
@@ -119,6 +123,58 @@ def test_work_dir_of_another_config_is_refused(tiny_study):
 def test_sampling_an_unknown_setting_is_refused():
     with pytest.raises(ConfigError, match="not settings of the study"):
         robustness.StudyConfig(sample_settings=("shots=7",))
+
+
+def test_noise_settings_use_the_first_images_and_grow_without_recomputing(tiny_study, monkeypatch):
+    config, params, _, full, folder = tiny_study
+    work = folder / "grow"
+    shutil.copytree(folder / "work", work)
+    noisy = [s.label for s in robustness.settings() if s.factor == "depolarizing"]
+    for label in noisy:
+        (work / f"loss_{label}.npz").unlink()
+    computed: list[int] = []
+    losses = robustness.per_image_losses
+
+    def counting(errors, params, schedule, x0, *rest):
+        computed.append(len(x0))
+        return losses(errors, params, schedule, x0, *rest)
+
+    monkeypatch.setattr(robustness, "per_image_losses", counting)
+    monkeypatch.setattr(robustness, "NOISY_CHUNK", 4)
+    monkeypatch.setattr(
+        models, "make_model", lambda name, executor="jax": TinyQuantumNet(executor=executor)
+    )
+    monkeypatch.setattr(robustness, "measure", lambda *a, **k: {"fid": 0.0})
+
+    def rows(n_test_noisy: int) -> dict[str, dict]:
+        small = dataclasses.replace(config, n_test_noisy=n_test_noisy)
+        result = robustness.study(
+            small, folder / f"grow_{n_test_noisy}", work, params=params, progress=False
+        )
+        return settings_by_label(result)
+
+    first = rows(8)
+    assert computed == [4, 4] * len(noisy)  # only the noise settings, in chunks
+    exact_p2 = np.load(work / "loss_exact.npz")["p2"]
+    for label in noisy:
+        difference = first[label]["loss"]["p2"]["minus_exact"]
+        assert first[label]["n_test"] == difference["n"] == 8
+        assert difference["exact_mean"] == pytest.approx(float(exact_p2[:8].mean()))
+    assert first["shots=10"]["n_test"] == config.n_test
+    computed.clear()
+    grown = rows(16)  # the same work dir accepts a larger n_test_noisy ...
+    assert computed == [4, 4] * len(noisy)  # ... and computes only images 8..15
+    reference = settings_by_label(full)
+    for label in noisy:
+        for kind in ("mse", "p2"):
+            assert grown[label]["loss"][kind]["minus_exact"]["mean"] == pytest.approx(
+                reference[label]["loss"][kind]["minus_exact"]["mean"], rel=1e-5, abs=1e-9
+            )
+
+
+def test_noise_images_beyond_the_test_images_are_refused():
+    with pytest.raises(ConfigError, match="at most n_test"):
+        robustness.StudyConfig(n_test=10, n_test_noisy=20)
 
 
 def test_command_line_names_what_is_missing_when_no_pretrained_model_ships(

@@ -239,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, type=Path, help="folder for study.json and samples")
     r.add_argument("--work-dir", type=Path, help="resumable state (default: the user cache)")
     r.add_argument("--n-test", type=_positive_int, default=500, help="test images for the loss")
+    r.add_argument(
+        "--n-test-noisy",
+        type=_positive_int,
+        help="of those, the first N for the noise settings (default: all; exact density "
+        "matrices, slow on a CPU)",
+    )
     r.add_argument("--n-samples", type=_positive_int, default=500, help="samples per setting")
     r.add_argument("--no-metrics", action="store_true", help="draw samples, skip FID/KID")
     r.add_argument("--allow-dirty", action="store_true", help="write from a dirty tree (recorded)")
@@ -385,6 +391,7 @@ def _robustness(args: argparse.Namespace, command: str) -> None:
         dataset=args.dataset,
         model=args.model,
         n_test=args.n_test,
+        n_test_noisy=args.n_test_noisy,
         n_samples=args.n_samples,
         metrics=not args.no_metrics,
     )

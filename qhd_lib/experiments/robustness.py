@@ -8,12 +8,16 @@
 - ``depolarizing=p``: exact expectations with depolarising noise of probability p on both qubits
   after every two-qubit gate (`qhd_lib.circuits.noise`), no shots.
 
-At every setting it measures the denoising loss on the first ``n_test`` test images; each image
-gets the same t and ε at every setting, so a setting's per-image differences from ``exact`` are
-paired and get a t-interval over images. At the settings named in ``sample_settings`` it draws
+At every setting it measures the denoising loss on the first ``n_test`` test images (the noise
+settings on the first ``n_test_noisy`` of them: an exact 12-qubit density matrix per HQConv
+circuit costs about 0.2 s on a 2-core CPU, 52 of them per FullHQConv image); each image gets the
+same t and ε at every setting, so a setting's per-image differences from ``exact`` are paired and
+get a t-interval over images. At the settings named in ``sample_settings`` it draws
 ``n_samples`` DDIM samples from the same initial noise and scores them with FID/KID against the
 first ``n_real`` training images (the epoch-1 protocol's evaluation). Each finished setting is
-saved in ``work_dir`` and reused, so an interrupted study resumes where it stopped.
+saved in ``work_dir`` and reused, so an interrupted study resumes where it stopped; the noise
+settings are saved every `NOISY_CHUNK` images, and a larger ``n_test_noisy`` later only computes
+the images not yet done.
 
     python -m qhd_lib.experiments robustness --dataset mnist --model fullhqconv \\
         --out results/quantum/mnist_fullhqconv_shots_noise
@@ -42,6 +46,8 @@ DEPOLARIZING = (1e-3, 1e-2)
 SAMPLE_SHOTS = (100, 1_000, 10_000)
 RESULT_FILE = "study.json"
 CONFIDENCE = 0.95
+NOISY_CHUNK = 10  # images per saved piece of a noise setting's losses
+EXTENDABLE = ("n_test_noisy",)  # fields a work dir's cache stays valid for when they change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +79,7 @@ class StudyConfig:
     dataset: str = "mnist"
     model: str = "fullhqconv"
     n_test: int = 500
+    n_test_noisy: int | None = None  # the first of the n_test for the noise settings (None: all)
     n_samples: int = 500
     n_real: int = 1_000
     sample_settings: tuple[str, ...] = ("exact", *(f"shots={s}" for s in SAMPLE_SHOTS))
@@ -91,9 +98,14 @@ class StudyConfig:
                 f"sample_settings {unknown} are not settings of the study; use some of "
                 f"{', '.join(sorted(labels))}"
             )
-        for name in ("n_test", "n_samples", "batch"):
-            if getattr(self, name) < 1:
+        for name in ("n_test", "n_test_noisy", "n_samples", "batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_test_noisy is not None and self.n_test_noisy > self.n_test:
+            raise ConfigError(
+                f"n_test_noisy ({self.n_test_noisy}) counts the first of the n_test "
+                f"({self.n_test}) test images: make it at most n_test"
+            )
 
 
 def test_batch(config: StudyConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -107,17 +119,9 @@ def test_batch(config: StudyConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
     return x0, t, noise
 
 
-def per_image_losses(
-    model: Any,
-    params: Any,
-    schedule: diffusion.Schedule,
-    x0: jax.Array,
-    t: jax.Array,
-    noise: jax.Array,
-    batch: int,
-) -> dict[str, np.ndarray]:
-    """Each image's mean squared noise error, unweighted (``mse``) and with the training's P2
-    weight (``p2``: γ = 1, k = 1)."""
+def image_errors(model: Any, schedule: diffusion.Schedule) -> Any:
+    """``errors(params, x0, t, noise)`` → each image's mean squared noise error, jitted once, so
+    that a setting computed in pieces compiles once."""
 
     @jax.jit
     def errors(p: Any, x0_b: jax.Array, t_b: jax.Array, noise_b: jax.Array) -> jax.Array:
@@ -125,6 +129,20 @@ def per_image_losses(
         eps_hat = model.apply({"params": p}, x_t, t_b)
         return jnp.mean((eps_hat - noise_b).reshape(len(x0_b), -1) ** 2, axis=1)
 
+    return errors
+
+
+def per_image_losses(
+    errors: Any,
+    params: Any,
+    schedule: diffusion.Schedule,
+    x0: jax.Array,
+    t: jax.Array,
+    noise: jax.Array,
+    batch: int,
+) -> dict[str, np.ndarray]:
+    """Each image's mean squared noise error (`image_errors`), unweighted (``mse``) and with the
+    training's P2 weight (``p2``: γ = 1, k = 1)."""
     mse = np.concatenate(
         [
             np.asarray(errors(params, x0[i : i + batch], t[i : i + batch], noise[i : i + batch]))
@@ -136,9 +154,15 @@ def per_image_losses(
 
 
 def paired_difference(values: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
-    """Mean of ``values − exact`` over images with its t-interval (images paired by t and ε)."""
-    diffs = np.asarray(values, float) - np.asarray(exact, float)
-    out: dict[str, Any] = {"n": len(diffs), "mean": float(diffs.mean())}
+    """Mean of ``values − exact`` over images with its t-interval (images paired by t and ε);
+    ``values`` may cover only the first of ``exact``'s images (``exact_mean``: theirs)."""
+    exact = np.asarray(exact, float)[: len(values)]
+    diffs = np.asarray(values, float) - exact
+    out: dict[str, Any] = {
+        "n": len(diffs),
+        "mean": float(diffs.mean()),
+        "exact_mean": float(exact.mean()),
+    }
     if len(diffs) < 2 or not diffs.std() > 0:
         return {**out, "interval": [out["mean"], out["mean"]], "p_value": None}
     test = stats.ttest_1samp(diffs, 0.0)
@@ -189,17 +213,21 @@ def study(
     todo = settings(config.shot_seed)
     for setting in tqdm(todo, desc="settings", disable=not progress):
         model = models.make_model(config.model, executor=setting.executor)
-        loss_file = work_dir / f"loss_{setting.label}.npz"
-        if not loss_file.exists():
-            t0 = time.perf_counter()
-            losses = per_image_losses(model, params, schedule, x0, t, noise, config.batch)
-            np.savez(loss_file, wall_s=time.perf_counter() - t0, **losses)
-        with np.load(loss_file) as saved:
-            losses = {k: saved[k] for k in ("mse", "p2")}
-            loss_wall_s = float(saved["wall_s"])
+        noisy = setting.factor == "depolarizing"
+        errors = image_errors(model, schedule)
+        losses, loss_wall_s = _cached_losses(
+            work_dir / f"loss_{setting.label}.npz",
+            lambda lo, hi, e=errors: per_image_losses(
+                e, params, schedule, x0[lo:hi], t[lo:hi], noise[lo:hi], config.batch
+            ),
+            (config.n_test_noisy or config.n_test) if noisy else config.n_test,
+            NOISY_CHUNK if noisy else config.n_test,
+            f"loss at {setting.label}" if noisy and progress else None,
+        )
         exact = exact or losses
         row: dict[str, Any] = {
             **dataclasses.asdict(setting),
+            "n_test": len(losses["p2"]),
             "loss": _loss_summary(losses, exact),
             "loss_wall_s": loss_wall_s,
         }
@@ -232,6 +260,38 @@ def study(
     return result
 
 
+def _cached_losses(
+    path: Path,
+    compute: Any,
+    n: int,
+    chunk: int,
+    progress: str | None,
+) -> tuple[dict[str, np.ndarray], float]:
+    """The per-image losses of the first ``n`` test images, from ``path`` where it holds them,
+    else computed ``chunk`` images at a time by ``compute(lo, hi)`` and saved after each chunk
+    (an interruption loses at most one chunk). Returns them and the compute time spent so far."""
+    done: dict[str, np.ndarray] = {"mse": np.zeros(0, np.float32), "p2": np.zeros(0, np.float32)}
+    wall_s = 0.0
+    if path.exists():
+        with np.load(path) as saved:
+            done = {k: saved[k] for k in done}
+            wall_s = float(saved["wall_s"])
+    with tqdm(
+        total=n, initial=min(len(done["p2"]), n), desc=progress, disable=progress is None
+    ) as bar:
+        while len(done["p2"]) < n:
+            lo = len(done["p2"])
+            t0 = time.perf_counter()
+            new = compute(lo, lo + chunk)
+            wall_s += time.perf_counter() - t0
+            done = {k: np.concatenate([done[k], new[k]]) for k in done}
+            partial = path.with_name(path.stem + ".partial.npz")
+            np.savez(partial, wall_s=wall_s, **done)
+            partial.replace(path)
+            bar.update(min(len(done["p2"]), n) - lo)
+    return {k: v[:n] for k, v in done.items()}, wall_s
+
+
 def default_work_dir(config: StudyConfig) -> Path:
     """Where a study keeps its finished settings until it is done: the user cache."""
     import platformdirs
@@ -247,7 +307,8 @@ def default_work_dir(config: StudyConfig) -> Path:
 def _claim(work_dir: Path, config: StudyConfig) -> None:
     """Record ``config`` in ``work_dir``, or refuse a folder that another config's results fill."""
     stamp = work_dir / "config.json"
-    wanted = io.as_json(dataclasses.asdict(config))
+    fields = dataclasses.asdict(config)
+    wanted = io.as_json({k: v for k, v in fields.items() if k not in EXTENDABLE})
     if stamp.exists() and io.read_json(stamp) != wanted:
         raise ConfigError(
             f"{work_dir} holds a study with another configuration ({stamp}); pass another "
