@@ -85,6 +85,9 @@ def test_study_measures_every_setting_against_exact_on_the_same_images(tiny_stud
     assert abs(rows["depolarizing=0.01"]["loss"]["mse"]["minus_exact"]["mean"]) > abs(
         rows["depolarizing=0.001"]["loss"]["mse"]["minus_exact"]["mean"]
     )
+    # readout ε = 0.5 erases the circuit outputs: the network sees zeros instead of ⟨Z⟩
+    erased = rows["readout=0.5"]["loss"]["mse"]["minus_exact"]["mean"]
+    assert abs(erased) > abs(rows["readout=0.01"]["loss"]["mse"]["minus_exact"]["mean"]) > 0
     sampled = [label for label, row in rows.items() if "samples" in row]
     assert sampled == list(config.sample_settings)
     assert scored == [4] * len(sampled)

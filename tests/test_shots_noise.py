@@ -216,6 +216,12 @@ def test_executors_take_the_arguments_of_simulate():
     x, theta = _inputs(ansatz, batch=3), _theta(ansatz)
     exact = simulate(ansatz, x, theta)
     np.testing.assert_allclose(noisy_executor(0.0, 0.0)(ansatz, x, theta), exact, atol=1e-6)
+    for name in ("hqconv", "fqconv"):  # readout alone skips the density matrix, same numbers
+        small = _ansatz(SMALL[name])
+        xs, th = _inputs(small, batch=3), _theta(small)
+        np.testing.assert_allclose(
+            noisy_executor(0.0, 0.2)(small, xs, th), _noisy(small, xs, th, 0.0, 0.2), atol=1e-6
+        )
     run = shots_executor(10, jax.random.key(4))
     first = run(ansatz, x, theta)
     assert jnp.array_equal(first, run(ansatz, x, theta))  # a repeated call repeats its shots

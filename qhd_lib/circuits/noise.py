@@ -51,6 +51,7 @@ from qhd_lib.circuits.simulator import (
     encode,
     fuse_blocks,
     gate_matrix,
+    simulate,
 )
 from qhd_lib.errors import ConfigError
 
@@ -249,10 +250,20 @@ def simulate_noisy(
 @functools.cache
 def noisy_executor(p_depolarizing: float, readout_error: float) -> Executor:
     """`simulate_noisy` with fixed noise, as an executor ``(ansatz, inputs, theta) → ⟨Z⟩`` (the
-    signature of `simulate`, jitted with the ansatz static), for `qhd_lib.models.quantum`."""
+    signature of `simulate`, jitted with the ansatz static), for `qhd_lib.models.quantum`.
+
+    Readout error alone (``p_depolarizing`` 0) only scales ⟨Z⟩ by ``1 − 2ε``, so it runs the
+    state-vector `simulate` and scales: the same numbers without a density matrix."""
     check_probability("p_depolarizing", p_depolarizing)
     check_probability("readout_error", readout_error)
     p, eps = float(p_depolarizing), float(readout_error)
+    if p == 0.0:
+        run_pure = jax.jit(simulate, static_argnums=0)
+
+        def readout_only(ansatz: Ansatz, inputs: jax.Array, theta: jax.Array) -> jax.Array:
+            return (1.0 - 2.0 * eps) * run_pure(ansatz, inputs, theta)
+
+        return readout_only
     run = jax.jit(simulate_noisy, static_argnums=0)
 
     def executor(ansatz: Ansatz, inputs: jax.Array, theta: jax.Array) -> jax.Array:

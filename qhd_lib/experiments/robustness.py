@@ -6,7 +6,10 @@
 - ``exact``: exact expectation values, what every run of the book trains and samples with;
 - ``shots=S``: each ⟨Z⟩ estimated from S shots (`qhd_lib.circuits.shots`), noise-free;
 - ``depolarizing=p``: exact expectations with depolarising noise of probability p on both qubits
-  after every two-qubit gate (`qhd_lib.circuits.noise`), no shots.
+  after every two-qubit gate (`qhd_lib.circuits.noise`), no shots;
+- ``readout=ε``: exact expectations with a symmetric readout error ε, which scales every ⟨Z⟩ by
+  ``1 − 2ε``; ε = 0.5 sets every circuit output to 0 — the circuits erased, the scale against
+  which the other settings' changes are read.
 
 At every setting it measures the denoising loss on the first ``n_test`` test images (the noise
 settings on the first ``n_test_noisy`` of them: an exact 12-qubit density matrix per HQConv
@@ -43,6 +46,7 @@ from qhd_lib.experiments.scoring import measure
 
 SHOTS = (10, 100, 1_000, 10_000)
 DEPOLARIZING = (1e-3, 1e-2)
+READOUT = (1e-2, 0.5)  # a typical hardware readout error, and the circuits' outputs erased
 SAMPLE_SHOTS = (100, 1_000, 10_000)
 RESULT_FILE = "study.json"
 CONFIDENCE = 0.95
@@ -56,12 +60,13 @@ class Setting:
 
     label: str
     executor: str
-    factor: str  # "exact", "shots" or "depolarizing"
+    factor: str  # "exact", "shots", "depolarizing" or "readout"
     value: float | None
 
 
 def settings(shot_seed: int = 0) -> tuple[Setting, ...]:
-    """Exact, then every shot count (noise-free), then every depolarising p (shot-free)."""
+    """Exact, then every shot count (noise-free), every depolarising p and every readout error ε
+    (both shot-free)."""
     return (
         Setting("exact", "jax", "exact", None),
         *(Setting(f"shots={s}", f"shots={s},seed={shot_seed}", "shots", s) for s in SHOTS),
@@ -69,6 +74,7 @@ def settings(shot_seed: int = 0) -> tuple[Setting, ...]:
             Setting(f"depolarizing={p:g}", f"depolarizing={p:g}", "depolarizing", p)
             for p in DEPOLARIZING
         ),
+        *(Setting(f"readout={e:g}", f"readout={e:g}", "readout", e) for e in READOUT),
     )
 
 
