@@ -47,7 +47,7 @@ from qhd_lib.experiments.scoring import measure
 SHOTS = (10, 100, 1_000, 10_000)
 DEPOLARIZING = (1e-3, 1e-2)
 READOUT = (1e-2, 0.5)  # a typical hardware readout error, and the circuits' outputs erased
-SAMPLE_SHOTS = (100, 1_000, 10_000)
+SAMPLE_SHOTS = (10, 100, 1_000)  # where samples are drawn: the noisiest three
 RESULT_FILE = "study.json"
 CONFIDENCE = 0.95
 NOISY_CHUNK = 10  # images per saved piece of a noise setting's losses
