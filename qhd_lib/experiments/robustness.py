@@ -88,7 +88,11 @@ class StudyConfig:
     n_test_noisy: int | None = None  # the first of the n_test for the noise settings (None: all)
     n_samples: int = 500
     n_real: int = 1_000
-    sample_settings: tuple[str, ...] = ("exact", *(f"shots={s}" for s in SAMPLE_SHOTS))
+    sample_settings: tuple[str, ...] = (
+        "exact",
+        *(f"shots={s}" for s in SAMPLE_SHOTS),
+        "readout=0.5",  # the circuits erased: what the samples owe them
+    )
     seed: int = 42  # test-image t and ε, sampling noise, metrics
     shot_seed: int = 0
     timesteps: int = 1_000
