@@ -13,7 +13,7 @@
 
 At every setting it measures the denoising loss on the first ``n_test`` test images (the noise
 settings on the first ``n_test_noisy`` of them: an exact 12-qubit density matrix per HQConv
-circuit costs about 0.2 s on a 2-core CPU, 52 of them per FullHQConv image); each image gets the
+circuit costs about 1 s on a 2-core CPU, 52 of them per FullHQConv image); each image gets the
 same t and ε at every setting, so a setting's per-image differences from ``exact`` are paired and
 get a t-interval over images. At the settings named in ``sample_settings`` it draws
 ``n_samples`` DDIM samples from the same initial noise and scores them with FID/KID against the
