@@ -214,11 +214,17 @@ def simulate_noisy(
 
     Same contract as `simulate`: ``inputs`` (..., n_qubits), ``theta`` (n_params,) → (...,
     n_qubits); jit with ``static_argnums=0``; differentiable in inputs, θ and both
-    probabilities. With both probabilities 0 it equals `simulate` (to float32 rounding).
+    probabilities. A concrete (untraced) ``p_depolarizing`` of 0 leaves only the readout error,
+    which scales ⟨Z⟩ by ``1 − 2ε``: that case runs the state-vector `simulate` and scales (the
+    same numbers, without a density matrix; a traced p always takes the density matrix, so its
+    derivative exists).
     """
     inputs, theta = check_arguments(ansatz, inputs, theta)
     check_probability("p_depolarizing", p_depolarizing)
     check_probability("readout_error", readout_error)
+    if _is_concrete(p_depolarizing) and float(p_depolarizing) == 0.0:
+        scale = 1.0 - 2.0 * jnp.asarray(readout_error, jnp.float32)
+        return scale * simulate(ansatz, inputs, theta)
     plans = compile_noisy_plan(ansatz)
     angles = ansatz.angle_scale * theta.astype(jnp.float32)
     depolarizing = depolarizing_matrix(p_depolarizing)
@@ -252,21 +258,14 @@ def noisy_executor(p_depolarizing: float, readout_error: float) -> Executor:
     """`simulate_noisy` with fixed noise, as an executor ``(ansatz, inputs, theta) → ⟨Z⟩`` (the
     signature of `simulate`, jitted with the ansatz static), for `qhd_lib.models.quantum`.
 
-    Readout error alone (``p_depolarizing`` 0) only scales ⟨Z⟩ by ``1 − 2ε``, so it runs the
-    state-vector `simulate` and scales: the same numbers without a density matrix."""
+    The probabilities are bound as constants, not traced, so readout error alone takes
+    `simulate_noisy`'s state-vector path."""
     check_probability("p_depolarizing", p_depolarizing)
     check_probability("readout_error", readout_error)
-    p, eps = float(p_depolarizing), float(readout_error)
-    if p == 0.0:
-        run_pure = jax.jit(simulate, static_argnums=0)
-
-        def readout_only(ansatz: Ansatz, inputs: jax.Array, theta: jax.Array) -> jax.Array:
-            return (1.0 - 2.0 * eps) * run_pure(ansatz, inputs, theta)
-
-        return readout_only
-    run = jax.jit(simulate_noisy, static_argnums=0)
+    noise = {"p_depolarizing": float(p_depolarizing), "readout_error": float(readout_error)}
+    run = jax.jit(functools.partial(simulate_noisy, **noise), static_argnums=0)
 
     def executor(ansatz: Ansatz, inputs: jax.Array, theta: jax.Array) -> jax.Array:
-        return run(ansatz, inputs, theta, p, eps)
+        return run(ansatz, inputs, theta)
 
     return executor
