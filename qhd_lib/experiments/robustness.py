@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -295,9 +296,9 @@ def _cached_losses(
             new = compute(lo, lo + chunk)
             wall_s += time.perf_counter() - t0
             done = {k: np.concatenate([done[k], new[k]]) for k in done}
-            partial = path.with_name(path.stem + ".partial.npz")
-            np.savez(partial, wall_s=wall_s, **done)
-            partial.replace(path)
+            buffer = BytesIO()
+            np.savez(buffer, wall_s=wall_s, **done)
+            io.write_bytes(path, buffer.getvalue())
             bar.update(min(len(done["p2"]), n) - lo)
     return {k: v[:n] for k, v in done.items()}, wall_s
 
