@@ -190,9 +190,54 @@ def test_chunked_noisy_batches_equal_one_chunk(monkeypatch):
     ansatz = _ansatz(SMALL["fqconv"])
     x, theta = _inputs(ansatz, batch=5), _theta(ansatz)
     whole = simulate_noisy(ansatz, x, theta, 0.02, 0.01)
-    monkeypatch.setattr(noise_module, "NOISY_CHUNK_BYTES", 2 * 64 * 8)  # two 3-qubit ρ a chunk
+    monkeypatch.setattr(noise_module, "NOISY_CHUNK_BYTES", 2 * noise_module._input_bytes(3))
     assert noise_module.noisy_chunk_limit(ansatz) == 2
     np.testing.assert_allclose(simulate_noisy(ansatz, x, theta, 0.02, 0.01), whole, atol=1e-7)
+
+
+def test_rx_encoded_qubits_have_no_x_component():
+    # why the backward pass keeps only the I, Y, Z coefficients of each observable
+    single = noise_module.encode(_inputs(_ansatz(SMALL["hqconv"]), batch=50))
+    a, b = single[..., 0], single[..., 1]
+    np.testing.assert_allclose(2 * jnp.real(jnp.conj(a) * b), 0.0, atol=1e-7)
+    terms = noise_module.bloch_terms(single)
+    np.testing.assert_allclose(terms[..., 1] ** 2 + terms[..., 2] ** 2, 1.0, atol=1e-6)  # pure
+
+
+def test_pauli_transfer_matrices_are_real_trace_preserving_and_unital():
+    ansatz = _ansatz(SMALL["hqconv"])
+    angles = ansatz.angle_scale * _theta(ansatz)
+    plan = noise_module.compile_noisy_plan(ansatz)[0]
+    depolarizing = noise_module.depolarizing_matrix(0.1)
+    for block in plan.blocks:
+        superop = noise_module.block_superoperator(block, angles, depolarizing)
+        to, back = noise_module._pauli_change(len(block.qubits))
+        matrix = to @ np.asarray(superop) @ back
+        np.testing.assert_allclose(np.imag(matrix), 0.0, atol=1e-6)
+        ptm = np.asarray(noise_module.ptm(superop))
+        np.testing.assert_allclose(ptm[0], np.eye(len(ptm))[0], atol=1e-6)  # Tr ρ kept
+        np.testing.assert_allclose(ptm[:, 0], np.eye(len(ptm))[0], atol=1e-6)  # I ↦ I
+        assert np.abs(ptm).max() <= 1 + 1e-6
+
+
+def test_one_backward_pass_serves_every_input_of_a_call():
+    # the coefficients do not depend on the inputs: evaluating them at new inputs is the circuit
+    ansatz = _ansatz(SMALL["hqconv"])
+    theta = _theta(ansatz)
+    angles = ansatz.angle_scale * theta
+    (plan,) = noise_module.compile_noisy_plan(ansatz)
+    depolarizing = noise_module.depolarizing_matrix(0.05)
+    ptms = [
+        noise_module.ptm(noise_module.block_superoperator(b, angles, depolarizing))
+        for b in plan.blocks
+    ]
+    coefficients = noise_module.observable_coefficients(plan, ptms)
+    assert coefficients.shape == (6, 3**6)
+    x = _inputs(ansatz, batch=7, seed=3)
+    terms = noise_module.bloch_terms(noise_module.encode(x))[:, list(plan.qubits)]
+    np.testing.assert_allclose(
+        noise_module.evaluate(coefficients, terms), _noisy(ansatz, x, theta, 0.05, 0.0), atol=1e-6
+    )
 
 
 def test_components_above_the_qubit_limit_are_refused():

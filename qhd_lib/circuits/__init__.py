@@ -4,7 +4,7 @@
   (Fig. 6), BasicEntanglerLayers and the HQConv the released code actually applies.
 - `simulate` runs it exactly in pure JAX (jit-able, differentiable, batched).
 - `simulate_shots` estimates ⟨Z⟩ from S shots per qubit (keyed randomness), `simulate_noisy`
-  computes exact ⟨Z⟩ under depolarising and readout noise (a density-matrix simulator);
+  computes exact ⟨Z⟩ under depolarising and readout noise (observables in the Heisenberg picture);
   `shots_executor` / `noisy_executor` wrap them with the signature of `simulate`.
 - `plan_cost` lists the matrix products `simulate` runs and their real multiply-adds.
 - `qhd_lib.circuits.reference` runs the same gate list on PennyLane (imported only on demand).

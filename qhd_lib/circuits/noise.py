@@ -1,4 +1,4 @@
-"""Noisy circuits as exact expectation values: a density-matrix simulator in pure JAX.
+"""Noisy circuits as exact expectation values, in the Heisenberg picture, in pure JAX.
 
 The noise model is what PennyLane's ``default.mixed`` computes for the same gate list with
 
@@ -14,21 +14,31 @@ The noise model is what PennyLane's ``default.mixed`` computes for the same gate
 Each depolarising channel is written ``ρ → (1 − λ)ρ + λ · I/2 ⊗ Tr_w ρ`` with ``λ = 4p/3`` (the
 same channel: the X and Y terms cancel the off-diagonal part, all three mix the diagonal).
 
-Why it stays small: qubits that no gate connects never share a density matrix (`_components`),
-and within a component each qubit starts as its own 2×2 ρ, merged with others only when a gate
-first couples them (as `simulator.run_dense` does for state vectors). FQConv's 12 qubits are 4
-independent 3-qubit components (64 entries each). HQConv is one 12-qubit chain: its ρ holds
-4^12 ≈ 16.8 M complex64 entries, 128 MiB per input, from its first B block on. A chain of channel
-tensors (as `simulate` uses) would save little: a noiseless CRZ + CRX pair between two channels
-has operator-Schmidt rank 4 as a superoperator (a bond of 2 for ket, 2 for bra), but with the
-control depolarised between the two gates the rank is 6, so three layers need bonds of up to
-6³ = 216 instead of 4³ = 64, and the middle channel's tensor (216 × 4^4 × 216 ≈ 11.9 M entries)
-is 70 % of the dense ρ. Components above `MAX_NOISY_QUBITS` are refused. (3-layer HQConv takes
-about 2 s per input on a 2-core CPU; FQConv milliseconds.)
+How: the circuit's channel Φ does not depend on the inputs, so ``⟨Z_q⟩ = Tr(Z_q Φ(ρ₀)) =
+Tr(Φ†(Z_q) ρ₀)``: run the circuit backwards on each observable once, then read every input off
+it. In the Pauli basis (I, X, Y, Z on each qubit) an observable is a real vector of 4^n
+coefficients and a block's channel a real 4^k × 4^k matrix (its Pauli transfer matrix, `ptm`).
+The encoded state is a product of single-qubit states whose Bloch vectors lie in the Y–Z plane
+(RX(x)|0⟩: ⟨X⟩ = 0, ⟨Y⟩ = −sin x, ⟨Z⟩ = cos x), so only the 3^n coefficients over {I, Y, Z}
+count and
+
+    ⟨Z_q⟩(x) = Σ_{P ∈ {I, Y, Z}^n} c_P Π_j r_{P_j}(x_j),   r(x) = (1, −sin x, cos x):
+
+a noisy output is a trigonometric polynomial with frequencies −1, 0, 1 in every input, like a
+noiseless one (`qhd_lib.circuits.fourier`); noise changes only its coefficients c_P, which
+`observable_coefficients` returns. One input then costs a matrix product of 3^n terms per output.
+
+Cost: qubits that no gate connects are separate components (`_components`), each run on its own.
+FQConv's 12 qubits are 4 independent 3-qubit components (64 coefficients each); HQConv is one
+12-qubit chain: 12 backward passes of a 4^12-entry real vector (64 MiB) through its blocks per
+call, whatever the batch, then 12 × 3^12 multiply-adds per input. A forward density matrix
+(4^12 complex entries per input) costs as much per input as the backward pass per output, so
+the backward picture wins from about 12 inputs a call on — and a network's circuit calls carry a
+whole batch. Components above `MAX_NOISY_QUBITS` are refused.
 
 Gates are fused into blocks of at most two qubits (a gate's noise acts on its own wires, so
-fusion's commutation argument still holds) and each block becomes one 16×16 superoperator, built
-once per θ and shared by the batch.
+fusion's commutation argument still holds) and each block becomes one 16×16 transfer matrix,
+built once per θ and shared by the batch.
 """
 
 from __future__ import annotations
@@ -55,9 +65,9 @@ from qhd_lib.circuits.simulator import (
 )
 from qhd_lib.errors import ConfigError
 
-MAX_NOISY_QUBITS = 12  # per component: 4^12 complex64 entries = 128 MiB of ρ per input
-NOISY_BLOCK_QUBITS = 2  # superoperators of at most 16×16
-NOISY_CHUNK_BYTES = 2**27  # inputs simulated at once: their largest ρ stays within 128 MiB
+MAX_NOISY_QUBITS = 12  # per component: an observable of 4^12 float32 coefficients is 64 MiB
+NOISY_BLOCK_QUBITS = 2  # transfer matrices of at most 16×16
+NOISY_CHUNK_BYTES = 2**27  # inputs evaluated at once: their intermediates stay within 128 MiB
 
 Executor = Callable[[Ansatz, jax.Array, jax.Array], jax.Array]
 
@@ -74,16 +84,16 @@ class NoisyPlan:
 def compile_noisy_plan(ansatz: Ansatz) -> tuple[NoisyPlan, ...]:
     """The components of an ansatz and their blocks (cached per ansatz).
 
-    Raises `ConfigError` for a component of more than `MAX_NOISY_QUBITS` qubits, whose ρ would
-    need 4^n entries per input.
+    Raises `ConfigError` for a component of more than `MAX_NOISY_QUBITS` qubits, whose
+    observables would need 4^n coefficients each.
     """
     plans = []
     for qubits in _components(ansatz):
         if len(qubits) > MAX_NOISY_QUBITS:
-            mib = 4 ** len(qubits) * np.dtype(DTYPE).itemsize / 2**20
+            mib = 4 ** len(qubits) * 4 / 2**20
             raise ConfigError(
-                f"{ansatz.name} couples {len(qubits)} qubits into one component; its density "
-                f"matrix would need {mib:,.0f} MiB per input, over the limit of "
+                f"{ansatz.name} couples {len(qubits)} qubits into one component; each of its "
+                f"observables would need {mib:,.0f} MiB of Pauli coefficients, over the limit of "
                 f"MAX_NOISY_QUBITS = {MAX_NOISY_QUBITS} qubits: use fewer qubits or the "
                 "noiseless `simulate`"
             )
@@ -124,62 +134,92 @@ def block_superoperator(block: Block, angles: jax.Array, depolarizing: jax.Array
     return s.reshape(4**k, 4**k)
 
 
-def _merge_rho(rhos: list[jax.Array]) -> jax.Array:
-    """Tensor product of cluster density matrices (B, 2,...,2 kets, 2,...,2 bras), in order."""
-    out = rhos[0]
-    for rho in rhos[1:]:
-        batch = out.shape[0]
-        m_a, m_b = (out.ndim - 1) // 2, (rho.ndim - 1) // 2
-        a, b = out.reshape(batch, 2**m_a, 2**m_a), rho.reshape(batch, 2**m_b, 2**m_b)
-        out = (a[:, :, None, :, None] * b[:, None, :, None, :]).reshape(
-            (batch,) + (2,) * (2 * (m_a + m_b))
-        )
+# Pauli matrices I, X, Y, Z, and the entries of the observables the encoding can see (I, Y, Z)
+PAULIS = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
+ENCODED_PAULIS = np.array([0, 2, 3])
+
+
+@functools.cache
+def _pauli_change(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, T⁻¹)`` between ρ's (ket, bra) entries of k qubits and its Pauli coefficients
+    ``r_P = Tr(P ρ)``, both (4^k, 4^k): ``r = T vec(ρ)`` and ``vec(ρ) = T⁻¹ r``."""
+    to_args: list = []
+    back_args: list = []
+    for i in range(k):  # einsum labels: P_i = i, ket a_i = k + i, bra b_i = 2k + i
+        to_args += [PAULIS, [i, 2 * k + i, k + i]]  # Tr(P ρ) = Σ_ab P_ba ρ_ab
+        back_args += [PAULIS / 2, [i, k + i, 2 * k + i]]  # ρ = Σ_P r_P P / 2^k
+    to = np.einsum(*to_args, list(range(3 * k)))
+    back = np.einsum(*back_args, [*range(k, 3 * k), *range(k)])
+    return to.reshape(4**k, 4**k), back.reshape(4**k, 4**k)
+
+
+def ptm(superoperator: jax.Array) -> jax.Array:
+    """A block's channel in the Pauli basis (its Pauli transfer matrix, real): ``R = T S T⁻¹``
+    for the (ket, bra) superoperator S of `block_superoperator`."""
+    k = round(np.log2(superoperator.shape[0])) // 2
+    to, back = _pauli_change(k)
+    return jnp.real(jnp.asarray(to, DTYPE) @ superoperator @ jnp.asarray(back, DTYPE))
+
+
+def _apply_pauli(vector: jax.Array, matrix: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Apply a (4^k, 4^k) ``matrix`` to the size-4 ``axes`` of a Pauli-coefficient tensor."""
+    k = len(axes)
+    out = jnp.tensordot(matrix.reshape((4,) * (2 * k)), vector, (list(range(k, 2 * k)), list(axes)))
+    return jnp.moveaxis(out, list(range(k)), list(axes))
+
+
+def observable_coefficients(plan: NoisyPlan, ptms: list[jax.Array]) -> jax.Array:
+    """``c_P`` of ``Φ†(Z_q)`` for every qubit q of a component, over P ∈ {I, Y, Z}^m:
+    (m, 3^m), the component's qubits in ``plan.qubits`` order and C order over P."""
+    m = len(plan.qubits)
+    position = {q: i for i, q in enumerate(plan.qubits)}
+    identity, z = jnp.eye(4)[0], jnp.eye(4)[3]
+
+    def backward(j: jax.Array) -> jax.Array:
+        coefficients = jnp.where(j == 0, z, identity)
+        for i in range(1, m):
+            coefficients = jnp.multiply.outer(coefficients, jnp.where(j == i, z, identity))
+        for block, matrix in zip(reversed(plan.blocks), reversed(ptms)):
+            axes = tuple(position[q] for q in block.qubits)
+            coefficients = _apply_pauli(coefficients, matrix.T, axes)  # Φ† = Rᵀ in this basis
+        for axis in range(m):
+            coefficients = jnp.take(coefficients, ENCODED_PAULIS, axis=axis)
+        return coefficients.reshape(-1)
+
+    return jax.lax.map(backward, jnp.arange(m))
+
+
+def bloch_terms(single: jax.Array) -> jax.Array:
+    """``(1, ⟨Y⟩, ⟨Z⟩)`` of each encoded qubit: (..., n, 2) amplitudes → (..., n, 3) real.
+    ⟨X⟩ = 2 Re(ā b) is 0 for RX encodings of real inputs, so it has no column."""
+    a, b = single[..., 0], single[..., 1]
+    y = 2.0 * jnp.imag(jnp.conj(a) * b)
+    z = jnp.abs(a) ** 2 - jnp.abs(b) ** 2
+    return jnp.stack([jnp.ones_like(y), y, z], axis=-1)
+
+
+def _product(terms: jax.Array) -> jax.Array:
+    """Π_j r_{P_j} for every P, C order: (B, k, 3) → (B, 3^k)."""
+    out = jnp.ones(terms.shape[:1] + (1,), terms.dtype)
+    for j in range(terms.shape[1]):
+        out = (out[:, :, None] * terms[:, j, None, :]).reshape(len(out), -1)
     return out
 
 
-def _pairwise_sum(x: jax.Array) -> jax.Array:
-    """Σ over the last axis (a power of 2) by halving: float32 rounding grows with log₂ of the
-    length, not the length (a plain sum of 2 048 terms lost 1.6e-6 on a 12-qubit ρ)."""
-    while x.shape[-1] > 1:
-        half = x.shape[-1] // 2
-        x = x[..., :half] + x[..., half:]
-    return x[..., 0]
+def evaluate(coefficients: jax.Array, terms: jax.Array) -> jax.Array:
+    """Σ_P c_P Π_j r_{P_j} for a batch: ``coefficients`` (m, 3^m), ``terms`` (B, m, 3) → (B, m).
+    The sum splits into the first half of the qubits and the rest (two matrix products)."""
+    m = terms.shape[1]
+    left, right = _product(terms[:, : m // 2]), _product(terms[:, m // 2 :])
+    per_left = jnp.einsum(
+        "juv,bv->bju", coefficients.reshape(m, left.shape[1], right.shape[1]), right
+    )
+    return jnp.einsum("bju,bu->bj", per_left, left)
 
 
-def _expval_from_rho(rho: jax.Array) -> jax.Array:
-    """⟨Z_q⟩ = Σ p(q = 0) − p(q = 1) of every qubit of a cluster ρ (B, 2,...,2, 2,...,2) →
-    (B, m), from the diagonal of ρ."""
-    m = (rho.ndim - 1) // 2
-    batch = rho.shape[0]
-    probs = jnp.real(jnp.diagonal(rho.reshape(batch, 2**m, 2**m), axis1=1, axis2=2))
-    values = []
-    for q in range(m):
-        split = probs.reshape(batch, 2**q, 2, 2 ** (m - q - 1))
-        values.append(_pairwise_sum((split[:, :, 0] - split[:, :, 1]).reshape(batch, -1)))
-    return jnp.stack(values, axis=-1)
-
-
-def run_noisy(plan: NoisyPlan, single: jax.Array, superops: list[jax.Array]) -> jax.Array:
-    """⟨Z⟩ (B, len(plan.qubits)) of one component; ``single`` holds the RX-encoded qubits."""
-    clusters = {
-        q: ((q,), single[:, q, :, None] * jnp.conj(single[:, q, None, :])) for q in plan.qubits
-    }
-    owner = {q: q for q in plan.qubits}
-    for block, superop in zip(plan.blocks, superops):
-        keys = sorted({owner[q] for q in block.qubits}, key=lambda k: min(clusters[k][0]))
-        if len(keys) > 1:
-            qubits = tuple(q for k in keys for q in clusters[k][0])
-            clusters[keys[0]] = (qubits, _merge_rho([clusters.pop(k)[1] for k in keys]))
-            for q in qubits:
-                owner[q] = keys[0]
-        qubits, rho = clusters[keys[0]]
-        ket = tuple(1 + qubits.index(q) for q in block.qubits)
-        axes = ket + tuple(a + len(qubits) for a in ket)
-        clusters[keys[0]] = (qubits, _apply_on_axes(rho, superop, axes))
-    order = [q for qubits, _ in clusters.values() for q in qubits]
-    values = jnp.concatenate([_expval_from_rho(rho) for _, rho in clusters.values()], axis=-1)
-    position = {q: i for i, q in enumerate(order)}
-    return values[:, [position[q] for q in plan.qubits]]
+def _input_bytes(m: int) -> int:
+    """Memory per input of `evaluate` on an m-qubit component (its largest intermediates)."""
+    return 4 * (m + 1) * (3 ** (m - m // 2) + 3 ** (m // 2))
 
 
 def _is_concrete(value: object) -> bool:
@@ -196,10 +236,10 @@ def check_probability(name: str, value: object) -> None:
 
 
 def noisy_chunk_limit(ansatz: Ansatz) -> int:
-    """Inputs simulated at once: as many as keep the largest component's ρ within
-    `NOISY_CHUNK_BYTES` (one input for a 12-qubit component)."""
+    """Inputs evaluated at once: as many as keep `evaluate`'s intermediates for the widest
+    component within `NOISY_CHUNK_BYTES`."""
     widest = max(len(plan.qubits) for plan in compile_noisy_plan(ansatz))
-    return max(1, NOISY_CHUNK_BYTES // (4**widest * np.dtype(DTYPE).itemsize))
+    return max(1, NOISY_CHUNK_BYTES // _input_bytes(widest))
 
 
 def simulate_noisy(
@@ -216,7 +256,7 @@ def simulate_noisy(
     n_qubits); jit with ``static_argnums=0``; differentiable in inputs, θ and both
     probabilities. A concrete (untraced) ``p_depolarizing`` of 0 leaves only the readout error,
     which scales ⟨Z⟩ by ``1 − 2ε``: that case runs the state-vector `simulate` and scales (the
-    same numbers, without a density matrix; a traced p always takes the density matrix, so its
+    same numbers, without the backward pass; a traced p always takes the backward pass, so its
     derivative exists).
     """
     inputs, theta = check_arguments(ansatz, inputs, theta)
@@ -228,14 +268,17 @@ def simulate_noisy(
     plans = compile_noisy_plan(ansatz)
     angles = ansatz.angle_scale * theta.astype(jnp.float32)
     depolarizing = depolarizing_matrix(p_depolarizing)
-    superops = [
-        [block_superoperator(b, angles, depolarizing) for b in plan.blocks] for plan in plans
-    ]
+    coefficients = [
+        observable_coefficients(
+            plan, [ptm(block_superoperator(b, angles, depolarizing)) for b in plan.blocks]
+        )
+        for plan in plans
+    ]  # once per call: every chunk of inputs reads the same observables
     order = np.argsort([q for plan in plans for q in plan.qubits])
 
     def flat_run(x: jax.Array) -> jax.Array:
-        single = encode(x)
-        values = [run_noisy(plan, single, ops) for plan, ops in zip(plans, superops)]
+        terms = bloch_terms(encode(x))
+        values = [evaluate(c, terms[:, list(plan.qubits)]) for plan, c in zip(plans, coefficients)]
         return jnp.concatenate(values, axis=-1)[:, order]
 
     lead = inputs.shape[:-1]
@@ -243,7 +286,7 @@ def simulate_noisy(
     n, limit = flat.shape[0], noisy_chunk_limit(ansatz)
     if n <= limit:
         out = flat_run(flat)
-    else:  # one chunk at a time keeps at most `NOISY_CHUNK_BYTES` of ρ alive
+    else:  # one chunk at a time keeps at most `NOISY_CHUNK_BYTES` of intermediates alive
         chunks = -(-n // limit)
         size = -(-n // chunks)
         padded = jnp.pad(flat, ((0, chunks * size - n), (0, 0)))

@@ -12,8 +12,9 @@
   which the other settings' changes are read.
 
 At every setting it measures the denoising loss on the first ``n_test`` test images (the noise
-settings on the first ``n_test_noisy`` of them: an exact 12-qubit density matrix per HQConv
-circuit costs about 1 s on a 2-core CPU, 52 of them per FullHQConv image); each image gets the
+settings on the first ``n_test_noisy`` of them, if fewer: their exact backward pass costs about
+15 s per HQConv circuit call on a 2-core CPU whatever the batch, 52 calls per FullHQConv forward
+pass, so they run `NOISY_CHUNK` images a call); each image gets the
 same t and ε at every setting, so a setting's per-image differences from ``exact`` are paired and
 get a t-interval over images. At the settings named in ``sample_settings`` it draws
 ``n_samples`` DDIM samples from the same initial noise and scores them with FID/KID against the
@@ -51,7 +52,7 @@ READOUT = (1e-2, 0.5)  # a typical hardware readout error, and the circuits' out
 SAMPLE_SHOTS = (10, 100, 1_000)  # where samples are drawn: the noisiest three
 RESULT_FILE = "study.json"
 CONFIDENCE = 0.95
-NOISY_CHUNK = 10  # images per saved piece of a noise setting's losses
+NOISY_CHUNK = 250  # images per call and per saved piece of a noise setting's losses
 EXTENDABLE = ("n_test_noisy",)  # fields a work dir's cache stays valid for when they change
 
 
@@ -251,7 +252,8 @@ def study(
             "The trained network under finite shots and depolarising noise, one factor at a time: "
             "denoising loss on test images (paired by image, t and ε) and FID/KID of DDIM samples "
             "(paired by initial noise). Shot estimates are per-qubit binomials (correlations "
-            "between a circuit's estimates not modelled); noise is exact (density matrices)."
+            "between a circuit's estimates not modelled); noise is exact (each observable run "
+            "backwards through the noisy circuit)."
         ),
         "config": dataclasses.asdict(config),
         "parameters": source,
