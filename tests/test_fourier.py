@@ -37,3 +37,15 @@ def test_fqconv_outputs_depend_only_on_their_pixel_column() -> None:
     np.testing.assert_array_equal(fourier.dependence(coefficients), pixel[:, None] == pixel)
     assert np.all(fourier.order_weights(coefficients)[:, 4:] < 1e-12)
     assert np.all(fourier.nonzero_terms(coefficients) <= 26)  # 3³ − 1 (no constant term)
+
+
+def test_noisy_coefficients_at_zero_noise_give_the_order_weights_of_the_grid_series() -> None:
+    from qhd_lib.circuits import noise
+
+    ansatz = circuits.make_ansatz("hqconv", channels=3, pixels=2, layers=2)  # 6 qubits, 729 points
+    theta = circuits.init_params(jax.random.key(2), ansatz)
+    grid = fourier.order_weights(fourier.fourier_coefficients(ansatz, theta))
+    (real_basis,) = noise.noisy_coefficients(ansatz, theta, jnp.float32(0.0))
+    np.testing.assert_allclose(fourier.trig_order_weights(real_basis), grid, atol=1e-6)
+    noisy = fourier.trig_order_weights(noise.noisy_coefficients(ansatz, theta, 0.05)[0])
+    assert (noisy[:, 1:].sum(axis=1) < grid[:, 1:].sum(axis=1)).all()  # noise removes power

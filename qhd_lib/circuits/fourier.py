@@ -73,6 +73,20 @@ def order_weights(coefficients: np.ndarray) -> np.ndarray:
     return np.stack([power[:, orders == k].sum(axis=1) for k in range(n + 1)], axis=1)
 
 
+def trig_order_weights(coefficients: np.ndarray) -> np.ndarray:
+    """`order_weights` of a series written in the real basis (1, −sin x_j, cos x_j) per input
+    (`qhd_lib.circuits.noise.noisy_coefficients`: (outputs, 3^n), C order over I, Y, Z).
+
+    A term with k sine or cosine factors spreads over 2^k exponentials whose coefficient
+    vectors are orthogonal (−sin x = (i/2)(e^{ix} − e^{−ix}), cos x = (e^{ix} + e^{−ix})/2), so
+    its power in the exponential basis is c_P² / 2^k."""
+    c = np.asarray(coefficients, np.float64)
+    n = round(np.log(c.shape[1]) / np.log(3))
+    orders = _orders(n)
+    power = c**2 / 2.0**orders
+    return np.stack([power[:, orders == k].sum(axis=1) for k in range(n + 1)], axis=1)
+
+
 def nonzero_terms(coefficients: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     """Number of coefficients with |c_ω| > ``tol`` per output (of 3^n possible)."""
     return (np.abs(coefficients.reshape(len(coefficients), -1)) > tol).sum(axis=1)

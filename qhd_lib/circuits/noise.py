@@ -26,15 +26,16 @@ count and
 
 a noisy output is a trigonometric polynomial with frequencies −1, 0, 1 in every input, like a
 noiseless one (`qhd_lib.circuits.fourier`); noise changes only its coefficients c_P, which
-`observable_coefficients` returns. One input then costs a matrix product of 3^n terms per output.
+`noisy_coefficients` returns. One input then costs a matrix product of 3^n terms per output.
 
 Cost: qubits that no gate connects are separate components (`_components`), each run on its own.
 FQConv's 12 qubits are 4 independent 3-qubit components (64 coefficients each); HQConv is one
 12-qubit chain: 12 backward passes of a 4^12-entry real vector (64 MiB) through its blocks per
-call, whatever the batch, then 12 × 3^12 multiply-adds per input. A forward density matrix
-(4^12 complex entries per input) costs as much per input as the backward pass per output, so
-the backward picture wins from about 12 inputs a call on — and a network's circuit calls carry a
-whole batch. Components above `MAX_NOISY_QUBITS` are refused.
+call, whatever the batch (about 15 s on a 2-core CPU), then 12 × 3^12 multiply-adds per input.
+A forward density matrix (4^12 complex entries per input) costs about as much per input as the
+backward pass per output (about 1.2 s), so the backward picture wins from about 12 inputs a call
+on — and a network's circuit calls carry a whole batch. Components above `MAX_NOISY_QUBITS` are
+refused.
 
 Gates are fused into blocks of at most two qubits (a gate's noise acts on its own wires, so
 fusion's commutation argument still holds) and each block becomes one 16×16 transfer matrix,
@@ -189,6 +190,23 @@ def observable_coefficients(plan: NoisyPlan, ptms: list[jax.Array]) -> jax.Array
     return jax.lax.map(backward, jnp.arange(m))
 
 
+def noisy_coefficients(
+    ansatz: Ansatz, theta: jax.Array, p_depolarizing: float | jax.Array
+) -> list[jax.Array]:
+    """Each component's outputs as series in its encoded inputs: ``c_P`` over P ∈ {I, Y, Z}^m
+    for basis functions (1, −sin x_j, cos x_j) per input, one (m, 3^m) array per component of
+    `compile_noisy_plan` (readout error, a plain factor, is not in them). Noise changes these
+    numbers, never the form of the series."""
+    angles = ansatz.angle_scale * jnp.asarray(theta, jnp.float32)
+    depolarizing = depolarizing_matrix(p_depolarizing)
+    return [
+        observable_coefficients(
+            plan, [ptm(block_superoperator(b, angles, depolarizing)) for b in plan.blocks]
+        )
+        for plan in compile_noisy_plan(ansatz)
+    ]
+
+
 def bloch_terms(single: jax.Array) -> jax.Array:
     """``(1, ⟨Y⟩, ⟨Z⟩)`` of each encoded qubit: (..., n, 2) amplitudes → (..., n, 3) real.
     ⟨X⟩ = 2 Re(ā b) is 0 for RX encodings of real inputs, so it has no column."""
@@ -266,14 +284,7 @@ def simulate_noisy(
         scale = 1.0 - 2.0 * jnp.asarray(readout_error, jnp.float32)
         return scale * simulate(ansatz, inputs, theta)
     plans = compile_noisy_plan(ansatz)
-    angles = ansatz.angle_scale * theta.astype(jnp.float32)
-    depolarizing = depolarizing_matrix(p_depolarizing)
-    coefficients = [
-        observable_coefficients(
-            plan, [ptm(block_superoperator(b, angles, depolarizing)) for b in plan.blocks]
-        )
-        for plan in plans
-    ]  # once per call: every chunk of inputs reads the same observables
+    coefficients = noisy_coefficients(ansatz, theta, p_depolarizing)  # every chunk reads them
     order = np.argsort([q for plan in plans for q in plan.qubits])
 
     def flat_run(x: jax.Array) -> jax.Array:
