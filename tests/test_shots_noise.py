@@ -224,14 +224,8 @@ def test_one_backward_pass_serves_every_input_of_a_call():
     # the coefficients do not depend on the inputs: evaluating them at new inputs is the circuit
     ansatz = _ansatz(SMALL["hqconv"])
     theta = _theta(ansatz)
-    angles = ansatz.angle_scale * theta
     (plan,) = noise_module.compile_noisy_plan(ansatz)
-    depolarizing = noise_module.depolarizing_matrix(0.05)
-    ptms = [
-        noise_module.ptm(noise_module.block_superoperator(b, angles, depolarizing))
-        for b in plan.blocks
-    ]
-    coefficients = noise_module.observable_coefficients(plan, ptms)
+    (coefficients,) = noise_module.noisy_coefficients(ansatz, theta, 0.05)
     assert coefficients.shape == (6, 3**6)
     x = _inputs(ansatz, batch=7, seed=3)
     terms = noise_module.bloch_terms(noise_module.encode(x))[:, list(plan.qubits)]

@@ -64,13 +64,17 @@ def _orders(n: int) -> np.ndarray:
     return (_grid_indices(n) != 0).sum(axis=1)
 
 
+def _by_order(power: np.ndarray, n: int) -> np.ndarray:
+    """Per-term power (outputs, 3^n), coefficient order, summed by the terms' order."""
+    orders = _orders(n)
+    return np.stack([power[:, orders == k].sum(axis=1) for k in range(n + 1)], axis=1)
+
+
 def order_weights(coefficients: np.ndarray) -> np.ndarray:
     """Σ|c_ω|² of each output by the number of inputs its terms couple: (outputs, n + 1).
     Row sums equal the mean of f² over the inputs (Parseval)."""
     n = coefficients.ndim - 1
-    power = np.abs(coefficients.reshape(len(coefficients), -1)) ** 2
-    orders = _orders(n)
-    return np.stack([power[:, orders == k].sum(axis=1) for k in range(n + 1)], axis=1)
+    return _by_order(np.abs(coefficients.reshape(len(coefficients), -1)) ** 2, n)
 
 
 def trig_order_weights(coefficients: np.ndarray) -> np.ndarray:
@@ -82,9 +86,7 @@ def trig_order_weights(coefficients: np.ndarray) -> np.ndarray:
     its power in the exponential basis is c_P² / 2^k."""
     c = np.asarray(coefficients, np.float64)
     n = round(np.log(c.shape[1]) / np.log(3))
-    orders = _orders(n)
-    power = c**2 / 2.0**orders
-    return np.stack([power[:, orders == k].sum(axis=1) for k in range(n + 1)], axis=1)
+    return _by_order(c**2 / 2.0 ** _orders(n), n)
 
 
 def nonzero_terms(coefficients: np.ndarray, tol: float = 1e-7) -> np.ndarray:
